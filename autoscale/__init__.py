@@ -1,0 +1,1 @@
+"""Autoscaling keyed to reasoning-effort budgets (demand model, Serve policies, admission)."""

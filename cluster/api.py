@@ -1,0 +1,191 @@
+"""The OpenAI-compatible HTTP schema: request validation, error bodies and response shape.
+
+Requests are validated here into typed structs before anything is stored or scheduled, so
+bad input costs nothing and gets a message a person can act on.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from cluster.types import ChatMessage, Effort, SolveResult, TaskFamily
+
+ErrorType = Literal[
+    "invalid_request_error",
+    "authentication_error",
+    "permission_error",
+    "not_found_error",
+    "rate_limit_error",
+    "server_error",
+    "timeout_error",
+]
+MIN_COMPLETION_TOKENS = 16
+
+
+class ApiError(Exception):
+    """An error the gateway returns as an OpenAI-style body with this HTTP status."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: ErrorType = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type
+        self.param = param
+        self.code = code
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+
+class MessageIn(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[dict[str, Any]]
+
+    def text(self) -> str:
+        if isinstance(self.content, str):
+            return self.content
+        parts = []
+        for part in self.content:
+            if part.get("type") != "text" or not isinstance(part.get("text"), str):
+                raise ValueError("only text content parts are supported")
+            parts.append(part["text"])
+        return "".join(parts)
+
+
+class ChatCompletionRequest(BaseModel):
+    """The subset of OpenAI's chat completion body this service honours, plus its extensions."""
+
+    # OpenAI clients send parameters this service does not use (top_p, user, ...); they are
+    # ignored rather than refused, like the OpenAI API does for optional hints.
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    model: str
+    messages: list[MessageIn] = Field(min_length=1)
+    reasoning_effort: Effort | None = None
+    max_completion_tokens: int | None = Field(default=None, ge=MIN_COMPLETION_TOKENS)
+    max_tokens: int | None = Field(default=None, ge=MIN_COMPLETION_TOKENS)
+    seed: int | None = None
+    n: int = Field(default=1, ge=1, le=1)
+    stream: bool = False
+    # Extension: the task family selects prompt, answer format and verifiers.
+    task: TaskFamily = TaskFamily.GENERAL
+
+    @field_validator("reasoning_effort", mode="before")
+    @classmethod
+    def _effort(cls, value: object) -> object:
+        if value is None or value in {e.value for e in Effort}:
+            return None if value is None else Effort(value)
+        allowed = ", ".join(repr(e.value) for e in Effort)
+        raise ValueError(f"reasoning_effort must be one of {allowed}; got {value!r}")
+
+    @field_validator("task", mode="before")
+    @classmethod
+    def _task(cls, value: object) -> object:
+        if value in {t.value for t in TaskFamily}:
+            return TaskFamily(value)
+        allowed = ", ".join(repr(t.value) for t in TaskFamily)
+        raise ValueError(f"task must be one of {allowed}; got {value!r}")
+
+    def chat_messages(self) -> tuple[ChatMessage, ...]:
+        # OpenAI's newer "developer" role is what older templates call "system".
+        return tuple(
+            ChatMessage("system" if m.role == "developer" else m.role, m.text()) for m in self.messages
+        )
+
+    def completion_cap(self) -> int | None:
+        return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
+
+
+def parse_chat_request(raw: bytes) -> ChatCompletionRequest:
+    """Parse and validate a request body; every failure is a 400 naming the bad field."""
+    try:
+        payload = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ApiError(400, f"the request body is not valid JSON: {exc}", code="invalid_json") from exc
+    if not isinstance(payload, dict):
+        raise ApiError(400, "the request body must be a JSON object", code="invalid_json")
+    try:
+        request = ChatCompletionRequest.model_validate(payload)
+        if request.stream:
+            raise ApiError(
+                400, "stream=true is not supported yet; send the request without it", param="stream"
+            )
+        request.chat_messages()
+    except ValidationError as exc:
+        raise _validation_error(exc) from exc
+    except ValueError as exc:
+        raise ApiError(400, f"messages: {exc}", param="messages") from exc
+    if not any(m.role == "user" and m.text().strip() for m in request.messages):
+        raise ApiError(400, "messages must contain a user message with text", param="messages")
+    return request
+
+
+def _validation_error(exc: ValidationError) -> ApiError:
+    first = exc.errors()[0]
+    location = ".".join(str(part) for part in first["loc"])
+    message = first["msg"].removeprefix("Value error, ")
+    detail = f"{location}: {message}" if location else message
+    if len(exc.errors()) > 1:
+        detail += f" (and {len(exc.errors()) - 1} more problem(s))"
+    param = str(first["loc"][0]) if first["loc"] else None
+    return ApiError(400, detail, param=param)
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetView:
+    granted_tokens: int
+    spent_tokens: int
+
+
+def chat_completion_body(
+    result: SolveResult, model: str, effort: Effort, budget: BudgetView
+) -> dict[str, Any]:
+    """A standard chat completion plus the documented `reasoning` extension object."""
+    usage = result.usage
+    return {
+        "id": f"chatcmpl-{result.tree_id}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": result.content},
+                "finish_reason": result.finish_reason,
+            }
+        ],
+        "usage": {
+            "prompt_tokens": usage.prompt_tokens,
+            "completion_tokens": usage.completion_tokens,
+            "total_tokens": usage.prompt_tokens + usage.completion_tokens,
+            # Every generated token is reasoning: the answer is taken from the winning chain.
+            "completion_tokens_details": {"reasoning_tokens": usage.completion_tokens},
+            "prompt_tokens_details": {"cached_tokens": usage.cached_tokens},
+        },
+        "reasoning": {
+            "tree_id": result.tree_id,
+            "effort": effort.value,
+            "strategy": result.strategy,
+            "summary": result.summary,
+            "answer": result.answer,
+            "branches": result.branches,
+            "verifier_calls": result.verifier_calls,
+            "winning_path": list(result.winning_path),
+            "budget": {"granted_tokens": budget.granted_tokens, "spent_tokens": budget.spent_tokens},
+        },
+    }

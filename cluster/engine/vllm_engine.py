@@ -1,0 +1,143 @@
+"""The vLLM engine adapter: one `AsyncLLM` per branch-generator replica.
+
+CPU and GPU share this code path; only the engine arguments and environment differ.
+Token counts returned here come from vLLM's own outputs, never from the text.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from cluster.config import ModelConfig
+from cluster.types import Completion, GenerationRequest, GenerationResult
+
+if TYPE_CHECKING:
+    from vllm.v1.engine.async_llm import AsyncLLM
+
+
+def use_cuda(config: ModelConfig) -> bool:
+    if config.device != "auto":
+        return config.device == "cuda"
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def cpu_engine_env(config: ModelConfig) -> dict[str, str]:
+    """Environment the CPU build reads at engine start (see DESIGN.md, measured here).
+
+    The engine's threads are bound to every core unless VLLM_CPU_OMP_THREADS_BIND says
+    otherwise: one CPU replica per machine is the layout that measured fastest here.
+    """
+    cores = os.cpu_count() or 1
+    return {
+        "VLLM_CPU_KVCACHE_SPACE": str(config.cpu_kv_cache_gib),
+        "VLLM_CPU_OMP_THREADS_BIND": os.environ.get("VLLM_CPU_OMP_THREADS_BIND", f"0-{cores - 1}"),
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(cores)),
+    }
+
+
+def resolve_dtype(config: ModelConfig, cuda: bool) -> str:
+    if config.dtype != "auto":
+        return config.dtype
+    return "bfloat16" if cuda else "float32"
+
+
+@dataclass(frozen=True, slots=True)
+class EngineInfo:
+    model: str
+    max_model_len: int
+    device: str
+
+
+class VLLMEngine:
+    """Turns typed generation requests into one batched `AsyncLLM.generate` call each."""
+
+    def __init__(self, engine: AsyncLLM, info: EngineInfo, replica: str) -> None:
+        self._engine = engine
+        self.info = info
+        self.replica = replica
+
+    @classmethod
+    def start(cls, config: ModelConfig, model_dir: Path, replica: str = "local") -> VLLMEngine:
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        cuda = use_cuda(config)
+        if not cuda:
+            for key, value in cpu_engine_env(config).items():
+                os.environ.setdefault(key, value)
+        args = AsyncEngineArgs(
+            model=str(model_dir),
+            served_model_name=config.name,
+            max_model_len=config.max_model_len,
+            dtype=resolve_dtype(config, cuda),  # type: ignore[arg-type]
+            enforce_eager=config.enforce_eager,
+            enable_prefix_caching=config.enable_prefix_caching,
+            gpu_memory_utilization=config.gpu_memory_utilization,
+            seed=config.seed,
+            disable_log_stats=True,
+        )
+        engine = AsyncLLM.from_engine_args(args)
+        info = EngineInfo(config.name, config.max_model_len, "cuda" if cuda else "cpu")
+        return cls(engine, info, replica)
+
+    @property
+    def tokenizer(self):  # type: ignore[no-untyped-def]
+        return self._engine.get_tokenizer()
+
+    async def generate(self, request: GenerationRequest) -> GenerationResult:
+        from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
+
+        params = SamplingParams(
+            n=request.n,
+            max_tokens=request.max_tokens,
+            temperature=request.temperature,
+            top_k=request.top_k,
+            seed=request.seed,
+            stop=list(request.stop) or None,
+            logprobs=request.logprobs,
+            # Streaming with n>1 can return fewer than n sequences on the async engine.
+            output_kind=RequestOutputKind.FINAL_ONLY,
+        )
+        final = None
+        async for output in self._engine.generate(request.prompt, params, request_id=uuid.uuid4().hex):
+            final = output
+        if final is None:
+            raise RuntimeError("the engine finished the request without any output")
+        completions = tuple(
+            Completion(
+                text=seq.text,
+                token_count=len(seq.token_ids),
+                finish_reason=seq.finish_reason,
+                cumulative_logprob=seq.cumulative_logprob,
+            )
+            for seq in final.outputs
+        )
+        return GenerationResult(
+            completions=completions,
+            prompt_tokens=len(final.prompt_token_ids or ()),
+            cached_tokens=final.num_cached_tokens or 0,
+            replica=self.replica,
+            first_token_logprobs=_first_position_logprobs(final.outputs[0].logprobs)
+            if request.logprobs
+            else (),
+        )
+
+    async def check_health(self) -> None:
+        await self._engine.check_health()
+
+    def shutdown(self) -> None:
+        self._engine.shutdown()
+
+
+def _first_position_logprobs(logprobs: object) -> tuple[tuple[str, float], ...]:
+    if not logprobs:
+        return ()
+    first = logprobs[0]  # type: ignore[index]
+    return tuple((entry.decoded_token or "", float(entry.logprob)) for entry in first.values())

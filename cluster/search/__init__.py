@@ -1,0 +1,20 @@
+"""Search strategies: one module each, registered by name and driven by the controller."""
+
+from cluster.search import best_of_n, self_consistency, single_chain
+from cluster.search.base import SearchOutcome, SearchStrategy, build_strategy, strategy_names
+from cluster.search.context import BudgetExhausted, Chain, Generator, SearchContext, VerifierService
+
+__all__ = [
+    "BudgetExhausted",
+    "Chain",
+    "Generator",
+    "SearchContext",
+    "SearchOutcome",
+    "SearchStrategy",
+    "VerifierService",
+    "best_of_n",
+    "build_strategy",
+    "self_consistency",
+    "single_chain",
+    "strategy_names",
+]

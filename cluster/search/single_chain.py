@@ -1,0 +1,17 @@
+"""Low effort: one chain of thought, taken as it is (scored, when verifiers are configured)."""
+
+from __future__ import annotations
+
+from cluster.search.base import SearchOutcome, SearchStrategy, register_strategy
+from cluster.search.context import SearchContext
+
+
+@register_strategy
+class SingleChain(SearchStrategy):
+    name = "single_chain"
+
+    async def run(self, ctx: SearchContext) -> SearchOutcome:
+        (chain,) = await ctx.sample_chains(1)
+        (score,) = await ctx.verify([chain]) if ctx.budget.verifiers else (None,)
+        answered = int(chain.answer is not None)
+        return SearchOutcome(chain, answered, answered, score, "the only chain")

@@ -1,0 +1,173 @@
+"""Typed structs that cross process boundaries (gateway, planner, generator, verifier).
+
+They are plain dataclasses so that Ray pickles them cheaply and every deployment
+sees the same shape; HTTP-facing schemas live in `cluster.api`.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class Effort(enum.StrEnum):
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+
+
+class TaskFamily(enum.StrEnum):
+    """Selects prompt, answer format and verifiers for a problem."""
+
+    GENERAL = "general"
+    MATH = "math"
+    GAME24 = "game24"
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMessage:
+    role: str
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """What the user asked, as the search and the verifiers see it."""
+
+    messages: tuple[ChatMessage, ...]
+    task: TaskFamily = TaskFamily.GENERAL
+    # Game of 24: the four numbers parsed from the user's message.
+    numbers: tuple[int, ...] | None = None
+    # A known correct answer (evaluation only); verifiers that need one skip without it.
+    reference: str | None = None
+
+    @property
+    def question(self) -> str:
+        """The last user message: the problem statement verifiers and judges read."""
+        for message in reversed(self.messages):
+            if message.role == "user":
+                return message.content
+        return ""
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """One chain of thought proposed by the model, with the answer extracted from it."""
+
+    node_id: str
+    text: str
+    answer: str | None
+    # Engine-counted length of `text`, so judges can check the context window without a tokenizer.
+    token_count: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """A verifier's judgement of one candidate.
+
+    `passed` is None when the verifier cannot judge this candidate (no reference answer,
+    no equations to check); `score` is then neutral and callers should not rely on it.
+    """
+
+    verifier: str
+    score: float
+    passed: bool | None
+    reason: str
+    # Engine tokens the verifier spent (model judges only), counted by the engine.
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """One sequence the engine generated, with the engine's own counts."""
+
+    text: str
+    token_count: int
+    finish_reason: str | None
+    # Sum of the sampled tokens' log-probabilities when requested; None otherwise.
+    cumulative_logprob: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationRequest:
+    """Expand one node: sample `n` continuations of `prompt` in one batched engine call."""
+
+    prompt: str
+    n: int
+    max_tokens: int
+    temperature: float
+    top_k: int = -1
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    # Return log-probabilities of this many top tokens at each step (judges use 1 step).
+    logprobs: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationResult:
+    completions: tuple[Completion, ...]
+    prompt_tokens: int
+    cached_tokens: int
+    replica: str
+    # For `logprobs` requests: top tokens of the first generated position and their logprobs.
+    first_token_logprobs: tuple[tuple[str, float], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            self.prompt_tokens + other.prompt_tokens,
+            self.completion_tokens + other.completion_tokens,
+            self.cached_tokens + other.cached_tokens,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SolveRequest:
+    """Gateway -> planner: solve this problem within this budget, writing to this tree."""
+
+    tree_id: str
+    tenant: str
+    effort: Effort
+    problem: Problem
+    prompt: str
+    max_reasoning_tokens: int
+    seed: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SolveResult:
+    """Planner -> gateway: the chosen answer and honest accounting of what it cost."""
+
+    tree_id: str
+    answer: str
+    content: str
+    summary: str
+    strategy: str
+    usage: Usage
+    branches: int
+    verifier_calls: int
+    winning_path: tuple[str, ...] = ()
+    finish_reason: str = "stop"
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyRequest:
+    """Planner -> verifier: judge these candidates with these verifiers, in order."""
+
+    problem: Problem
+    candidates: tuple[Candidate, ...]
+    verifiers: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyResult:
+    # One tuple of verdicts per candidate, in the order the candidates were given.
+    verdicts: tuple[tuple[Verdict, ...], ...]

@@ -1,0 +1,66 @@
+"""A model judge: asks the engine whether a chain's answer is right, where no program can judge.
+
+The judge reads one token's log-probabilities ("Yes" vs "No") instead of generating a
+critique: it costs one decoding step on top of a prefill that the prefix cache mostly holds.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import ClassVar, Protocol
+
+from cluster.prompts import PromptBuilder
+from cluster.types import Candidate, GenerationRequest, GenerationResult, Problem, Verdict
+from cluster.verifiers.base import Verifier, register_verifier
+
+# The engine returns at most this many alternatives per position; "Yes"/"No" are near the top.
+JUDGE_TOP_LOGPROBS = 20
+
+
+class JudgeEngine(Protocol):
+    async def generate(self, request: GenerationRequest) -> GenerationResult: ...
+
+
+@register_verifier
+class ModelJudgeVerifier(Verifier):
+    name: ClassVar[str] = "judge"
+    uses_model: ClassVar[bool] = True
+
+    def __init__(self, engine: JudgeEngine, prompts: PromptBuilder, max_model_len: int) -> None:
+        self._engine = engine
+        self._prompts = prompts
+        self._max_model_len = max_model_len
+
+    async def verify(self, problem: Problem, candidate: Candidate) -> Verdict:
+        prompt = self._prompts.render_judge(problem, candidate.text)
+        prompt_tokens = self._prompts.count_tokens(prompt)
+        if prompt_tokens + 1 > self._max_model_len:
+            return self.abstain(
+                f"chain and question take {prompt_tokens} tokens; the judge's context holds "
+                f"{self._max_model_len}"
+            )
+        result = await self._engine.generate(
+            GenerationRequest(prompt=prompt, n=1, max_tokens=1, temperature=0.0, logprobs=JUDGE_TOP_LOGPROBS)
+        )
+        p_yes = yes_probability(result.first_token_logprobs)
+        spent = {
+            "prompt_tokens": result.prompt_tokens,
+            "completion_tokens": sum(c.token_count for c in result.completions),
+            "cached_tokens": result.cached_tokens,
+        }
+        if p_yes is None:
+            return Verdict(self.name, 0.5, None, "the judge answered neither Yes nor No", **spent)
+        return Verdict(self.name, p_yes, p_yes >= 0.5, f"judge P(Yes)={p_yes:.2f}", **spent)
+
+
+def yes_probability(top_logprobs: Iterable[tuple[str, float]]) -> float | None:
+    """P(Yes) / (P(Yes) + P(No)) over the first token's alternatives; None if neither appears."""
+    yes = no = 0.0
+    for token, logprob in top_logprobs:
+        word = token.strip().lower()
+        if word == "yes":
+            yes += math.exp(logprob)
+        elif word == "no":
+            no += math.exp(logprob)
+    return yes / (yes + no) if yes + no > 0 else None

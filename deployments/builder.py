@@ -1,0 +1,73 @@
+"""The application builder: Python and Serve YAML configs build the same `Application`.
+
+Python:  serve.run(build_app(load_config("my.yaml")))
+YAML:    applications: [{import_path: deployments.builder:app_builder,
+                         args: {config_path: my.yaml}}]
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+from ray.serve import Application, Deployment
+
+from cluster.config import ClusterConfig, DeploymentSettings, load_config
+from cluster.engine.vllm_engine import cpu_engine_env, use_cuda
+from deployments.gateway import Gateway
+from deployments.workers import BranchGenerator, Planner, Verifier
+
+
+class AppBuilderArgs(BaseModel):
+    """The `args` of a Serve YAML application entry."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    config_path: str | None = None
+    # Nested overrides applied on top of the file, e.g. {"redis": {"url": "redis://..."}}.
+    overrides: dict[str, Any] = {}
+
+
+def app_builder(args: dict[str, Any]) -> Application:
+    parsed = AppBuilderArgs.model_validate(args)
+    config = load_config(parsed.config_path)
+    if parsed.overrides:
+        config = config.with_overrides(parsed.overrides)
+    return build_app(config)
+
+
+def build_app(config: ClusterConfig) -> Application:
+    settings = config.deployments
+    generator = _deployment(BranchGenerator).options(**_generator_options(config)).bind(config)
+    verifier = _deployment(Verifier).options(**_options(settings.verifier)).bind(config, generator)
+    planner = _deployment(Planner).options(**_options(settings.planner)).bind(config, generator, verifier)
+    return (
+        _deployment(Gateway).options(**_options(settings.gateway)).bind(config, planner, generator, verifier)
+    )
+
+
+def _deployment(decorated: object) -> Deployment:
+    # `@serve.deployment` returns a Deployment, which type checkers see as the class.
+    if not isinstance(decorated, Deployment):
+        raise TypeError(f"{decorated!r} is not a Serve deployment")
+    return decorated
+
+
+def _options(settings: DeploymentSettings, env: dict[str, str] | None = None) -> dict[str, Any]:
+    actor: dict[str, Any] = {"num_cpus": settings.num_cpus, "num_gpus": settings.num_gpus}
+    if env:
+        actor["runtime_env"] = {"env_vars": env}
+    return {
+        "num_replicas": settings.num_replicas,
+        "max_ongoing_requests": settings.max_ongoing_requests,
+        "ray_actor_options": actor,
+    }
+
+
+def _generator_options(config: ClusterConfig) -> dict[str, Any]:
+    settings = config.deployments.generator
+    if use_cuda(config.model):
+        # One engine per GPU: vLLM takes the whole device it is given.
+        return _options(settings.model_copy(update={"num_gpus": max(settings.num_gpus, 1)}))
+    # Ray limits a CPU actor's threads to its num_cpus; the engine sets its own.
+    return _options(settings, env=cpu_engine_env(config.model))

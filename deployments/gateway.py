@@ -1,0 +1,276 @@
+"""The gateway: Serve ingress speaking OpenAI-compatible HTTP.
+
+It authenticates, validates, maps `reasoning_effort` to a budget, creates the tree and
+grants its budget in Redis, hands the problem to a planner and shapes the answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+import uuid
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+from redis.asyncio import Redis
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from cluster.api import (
+    ApiError,
+    BudgetView,
+    ChatCompletionRequest,
+    ErrorType,
+    chat_completion_body,
+    parse_chat_request,
+)
+from cluster.auth import Caller, authenticate
+from cluster.config import ClusterConfig
+from cluster.engine.tokenizer import load_tokenizer
+from cluster.prompts import InvalidProblem, PromptBuilder, build_problem
+from cluster.search.context import TOKENS, VERIFIER_CALLS
+from cluster.search.controller import DeadlineExceeded
+from cluster.store import BudgetLedger, KeySpace, TreeExistsError, TreeMeta, TreeStore
+from cluster.types import Effort, SolveRequest, SolveResult
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL_ALIAS = "default"
+_TREE_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
+# Time the gateway waits beyond the effort's deadline for the planner to wrap up.
+DEADLINE_GRACE_S = 30.0
+
+app = FastAPI(title="reasoning-cluster", docs_url=None, redoc_url=None)
+
+
+@app.exception_handler(ApiError)
+async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+    return JSONResponse(exc.body(), status_code=exc.status)
+
+
+@app.exception_handler(StarletteHTTPException)
+async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    kind: ErrorType = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
+    return JSONResponse(
+        ApiError(exc.status_code, str(exc.detail), type=kind).body(), status_code=exc.status_code
+    )
+
+
+@app.exception_handler(RequestValidationError)
+async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+    return JSONResponse(ApiError(400, str(exc.errors()[0].get("msg"))).body(), status_code=400)
+
+
+# Helpers stand above the deployment class: Serve pickles the class when it is decorated,
+# before anything below it in this module exists.
+def _tree_id(request_id: str | None) -> str:
+    if request_id is None:
+        return uuid.uuid4().hex
+    if not _TREE_ID.match(request_id):
+        raise ApiError(400, "X-Request-Id must be 8-64 letters, digits, '-' or '_'", param="x-request-id")
+    return request_id
+
+
+async def _check(awaitable: Any, timeout_s: float = 5.0) -> dict[str, Any]:
+    try:
+        detail = await asyncio.wait_for(awaitable, timeout_s)
+    except Exception as exc:  # a health probe reports every failure instead of raising it
+        return {"status": "error", "error": f"{type(exc).__name__}: {exc}"[:300]}
+    return detail if isinstance(detail, dict) else {"status": "ok"}
+
+
+@serve.deployment
+@serve.ingress(app)
+class Gateway:
+    def __init__(
+        self,
+        config: ClusterConfig,
+        planner: DeploymentHandle,
+        generator: DeploymentHandle,
+        verifier: DeploymentHandle,
+    ) -> None:
+        if config.redis.url is None:
+            raise ValueError("redis.url must be set before deploying the gateway (or set REDIS_URL)")
+        self._config = config
+        self._planner = planner
+        self._workers = {"planner": planner, "branch_generator": generator, "verifier": verifier}
+        self._redis = Redis.from_url(config.redis.url)
+        keys = KeySpace(config.redis.key_prefix)
+        self._store = TreeStore(self._redis, keys)
+        self._ledger = BudgetLedger(self._redis, keys)
+        self._prompts = PromptBuilder(load_tokenizer(config.model))
+
+    # ---- OpenAI-compatible API -------------------------------------------------------
+
+    @app.get("/v1/models")
+    async def models(self, request: Request) -> dict[str, Any]:
+        self._caller(request)
+        created = int(time.time())
+        names = [DEFAULT_MODEL_ALIAS, self._config.model.name]
+        return {
+            "object": "list",
+            "data": [
+                {
+                    "id": name,
+                    "object": "model",
+                    "created": created,
+                    "owned_by": "reasoning-cluster",
+                    "root": self._config.model.name,
+                }
+                for name in names
+            ],
+        }
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(self, request: Request) -> JSONResponse:
+        caller = self._caller(request)
+        raw = await request.body()
+        if len(raw) > self._config.http.max_request_bytes:
+            raise ApiError(
+                413,
+                f"request body is {len(raw)} bytes; the limit is {self._config.http.max_request_bytes}",
+                code="request_too_large",
+            )
+        body = parse_chat_request(raw)
+        self._check_model(body.model)
+        effort = self._effort(body, caller)
+        solve = self._solve_request(body, effort, caller, request.headers.get("x-request-id"))
+        result = await self._run(solve, effort)
+        snapshot = await self._ledger.snapshot(solve.tree_id)
+        budget = BudgetView(snapshot.granted.get(TOKENS, 0), snapshot.spent.get(TOKENS, 0))
+        return JSONResponse(chat_completion_body(result, body.model, effort, budget))
+
+    # ---- trees, progress and health ---------------------------------------------------
+
+    @app.get("/v1/trees/{tree_id}")
+    async def tree(self, tree_id: str, request: Request) -> dict[str, Any]:
+        caller = self._caller(request)
+        tree = await self._store.get_tree(tree_id)
+        if tree is None or not caller.may_read(tree.meta.owner):
+            raise ApiError(404, f"no tree {tree_id!r} (it may have expired)", type="not_found_error")
+        return tree.to_dict()
+
+    @app.get("/v1/trees/{tree_id}/events")
+    async def events(self, tree_id: str, request: Request, after: str = "0") -> dict[str, Any]:
+        caller = self._caller(request)
+        meta = await self._store.get_meta(tree_id)
+        if meta is None or not caller.may_read(meta.owner):
+            raise ApiError(404, f"no tree {tree_id!r}", type="not_found_error")
+        events = await self._store.read_events(tree_id, after_id=after, block_ms=1000)
+        return {"status": meta.status, "events": [{"id": i, **event} for i, event in events]}
+
+    @app.get("/healthz")
+    async def healthz(self) -> JSONResponse:
+        checks: dict[str, Any] = {"redis": await _check(self._redis.ping())}
+        for name, handle in self._workers.items():
+            checks[name] = await _check(handle.health.remote())
+        healthy = all(c["status"] == "ok" for c in checks.values())
+        return JSONResponse(
+            {"status": "ok" if healthy else "degraded", "checks": checks}, status_code=200 if healthy else 503
+        )
+
+    # ---- helpers ------------------------------------------------------------------------
+
+    def _caller(self, request: Request) -> Caller:
+        return authenticate(request.headers.get("authorization"), self._config.auth)
+
+    def _check_model(self, model: str) -> None:
+        if model not in (DEFAULT_MODEL_ALIAS, self._config.model.name):
+            raise ApiError(
+                404,
+                f"model {model!r} is not served; use 'default' or "
+                f"{self._config.model.name!r} (GET /v1/models)",
+                type="not_found_error",
+                param="model",
+                code="model_not_found",
+            )
+
+    def _effort(self, body: ChatCompletionRequest, caller: Caller) -> Effort:
+        effort = body.reasoning_effort or self._config.default_effort
+        ceiling = caller.max_effort
+        order = list(Effort)
+        if order.index(effort) > order.index(ceiling):
+            raise ApiError(
+                403,
+                f"reasoning_effort {effort.value!r} is above tenant {caller.tenant!r}'s "
+                f"ceiling {ceiling.value!r}",
+                type="permission_error",
+                param="reasoning_effort",
+            )
+        return effort
+
+    def _solve_request(
+        self, body: ChatCompletionRequest, effort: Effort, caller: Caller, request_id: str | None
+    ) -> SolveRequest:
+        try:
+            problem = build_problem(body.chat_messages(), body.task)
+        except InvalidProblem as exc:
+            raise ApiError(400, str(exc), param="messages") from exc
+        budget = self._config.budget_for(effort)
+        cap = body.completion_cap()
+        max_tokens = min(budget.max_reasoning_tokens, cap) if cap is not None else budget.max_reasoning_tokens
+        prompt = self._prompts.render(problem)
+        prompt_tokens = self._prompts.count_tokens(prompt)
+        room = self._config.model.max_model_len - min(budget.max_tokens_per_branch, max_tokens)
+        if prompt_tokens > room:
+            raise ApiError(
+                400,
+                f"the prompt is {prompt_tokens} tokens; at effort {effort.value!r} at most "
+                f"{room} fit the model's {self._config.model.max_model_len}-token context",
+                param="messages",
+                code="context_length_exceeded",
+            )
+        return SolveRequest(
+            tree_id=_tree_id(request_id),
+            tenant=caller.tenant,
+            effort=effort,
+            problem=problem,
+            prompt=prompt,
+            max_reasoning_tokens=max_tokens,
+            seed=body.seed,
+        )
+
+    async def _run(self, solve: SolveRequest, effort: Effort) -> SolveResult:
+        budget = self._config.budget_for(effort)
+        now = time.time()
+        meta = TreeMeta(
+            tree_id=solve.tree_id,
+            owner=solve.tenant,
+            effort=effort.value,
+            strategy=budget.strategy,
+            created_at=now,
+            updated_at=now,
+            model=self._config.model.name,
+            question=solve.problem.question,
+        )
+        try:
+            await self._store.create_tree(meta, self._config.redis.active_tree_ttl_s)
+        except TreeExistsError as exc:
+            raise ApiError(
+                409, f"a tree with id {solve.tree_id!r} exists; send a new X-Request-Id", param="x-request-id"
+            ) from exc
+        await self._ledger.grant(
+            solve.tree_id, {TOKENS: solve.max_reasoning_tokens, VERIFIER_CALLS: budget.max_verifier_calls}
+        )
+        try:
+            return await asyncio.wait_for(
+                self._planner.solve.remote(solve), budget.deadline_s + DEADLINE_GRACE_S
+            )
+        except DeadlineExceeded as exc:
+            raise ApiError(504, f"{exc}; try a lower reasoning_effort", type="timeout_error") from exc
+        except TimeoutError as exc:
+            raise ApiError(
+                504, f"no answer within the {effort.value} deadline", type="timeout_error"
+            ) from exc
+        except Exception as exc:
+            logger.exception("tree %s failed", solve.tree_id)
+            raise ApiError(
+                500,
+                f"the search failed: {type(exc).__name__}; tree {solve.tree_id} holds what was done",
+                type="server_error",
+            ) from exc

@@ -1,0 +1,1 @@
+"""Prometheus metrics, Grafana dashboards and alert rules for the cluster."""

