@@ -12,7 +12,8 @@ class BestOfN(SearchStrategy):
     name = "best_of_n"
 
     async def run(self, ctx: SearchContext) -> SearchOutcome:
-        chains = await ctx.sample_chains(ctx.budget.max_branches)
+        n = ctx.budget.max_branches
+        chains = await ctx.sample_chains(n, hold_back=ctx.verification_tokens(n))
         scores = await ctx.verify(chains)
         counts = vote_counts(chains)
         # Verifier score first; agreement breaks ties between equally scored chains, and a

@@ -99,11 +99,23 @@ class SearchContext:
         self.root = root
         return root
 
-    async def sample_chains(self, n: int) -> list[Chain]:
-        """Grow up to `n` chains from the root in one batched engine call."""
+    def verification_tokens(self, chains: int) -> int:
+        """Reasoning tokens the effort's verifiers will need to judge this many chains."""
+        return JUDGE_TOKENS_PER_CALL * chains if "judge" in self.budget.verifiers else 0
+
+    async def sample_chains(self, n: int, hold_back: int = 0) -> list[Chain]:
+        """Grow up to `n` chains from the root in one batched engine call.
+
+        `hold_back` tokens of the budget stay unreserved, for verifying these chains later.
+        """
         if self.root is None:
             raise RuntimeError("start() the search before sampling")
         want = n * self.budget.max_tokens_per_branch
+        if hold_back:
+            remaining = (await self._ledger.snapshot(self.tree_id)).remaining(TOKENS)
+            # Holding back must not starve the chains themselves: a chain beats a judge.
+            spendable = remaining - hold_back if remaining - hold_back >= MIN_TOKENS_PER_CHAIN else remaining
+            want = min(want, max(spendable, 0))
         async with self._ledger.reservation(self.tree_id, TOKENS, want) as reservation:
             n, max_tokens = _fit_chains(n, reservation.amount, self.budget.max_tokens_per_branch)
             result = await self._generator.generate(
@@ -160,14 +172,14 @@ class SearchContext:
             return [NEUTRAL_SCORE] * len(chains)
         async with self._ledger.reservation(self.tree_id, VERIFIER_CALLS, len(chains)) as calls:
             judged = list(chains[: calls.amount])
-            judge_tokens = JUDGE_TOKENS_PER_CALL * len(judged) if "judge" in self.budget.verifiers else 0
-            async with self._ledger.reservation(self.tree_id, TOKENS, judge_tokens) as tokens:
-                if tokens.amount < judge_tokens:
-                    raise BudgetExhausted("no reasoning tokens left for the model judge")
+            wanted = self.verification_tokens(len(judged))
+            async with self._ledger.reservation(self.tree_id, TOKENS, wanted) as tokens:
+                verifiers = self.budget.verifiers
+                if tokens.amount < wanted:
+                    # The budget cannot pay the model judge: the programs still judge.
+                    verifiers = tuple(v for v in verifiers if v != "judge")
                 result = await self._verifier.verify(
-                    VerifyRequest(
-                        self.request.problem, tuple(c.candidate() for c in judged), self.budget.verifiers
-                    )
+                    VerifyRequest(self.request.problem, tuple(c.candidate() for c in judged), verifiers)
                 )
                 spent = sum(v.completion_tokens for vs in result.verdicts for v in vs)
                 tokens.use(spent)
