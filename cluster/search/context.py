@@ -19,13 +19,16 @@ from cluster.types import (
     Candidate,
     GenerationRequest,
     GenerationResult,
+    Problem,
     SolveRequest,
+    TaskFamily,
     Usage,
     Verdict,
     VerifyRequest,
     VerifyResult,
 )
 from cluster.verifiers.base import NEUTRAL_SCORE
+from cluster.verifiers.game24 import extract_game24_expression
 
 TOKENS = "tokens"
 VERIFIER_CALLS = "verifier_calls"
@@ -145,7 +148,7 @@ class SearchContext:
             completion_tokens=sum(c.token_count for c in result.completions),
             cached_tokens=result.cached_tokens,
         )
-        answers = [extract_answer(c.text) for c in result.completions]
+        answers = [task_answer(self.request.problem, c.text) for c in result.completions]
         drafts = [
             NodeDraft(
                 text=completion.text,
@@ -200,6 +203,13 @@ class SearchContext:
             scores={v.verifier: v.score for v in verdicts if v.passed is not None},
         )
         return score
+
+
+def task_answer(problem: Problem, text: str) -> str | None:
+    """The final answer in the task family's own format (Game of 24: the expression)."""
+    if problem.task is TaskFamily.GAME24:
+        return extract_game24_expression(text)
+    return extract_answer(text)
 
 
 def combined_score(verdicts: Sequence[Verdict]) -> float:

@@ -1,0 +1,66 @@
+"""Effort mapping and config validation: operators get errors that say what to fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from cluster.config import DEFAULT_CONFIG_PATH, ClusterConfig, load_config
+from cluster.types import Effort
+
+pytestmark = pytest.mark.unit
+
+
+def test_default_config_maps_each_effort_to_its_strategy() -> None:
+    config = load_config()
+    strategies = {effort: config.budget_for(effort).strategy for effort in Effort}
+    assert strategies == {
+        Effort.LOW: "single_chain",
+        Effort.MEDIUM: "self_consistency",
+        Effort.HIGH: "best_of_n",
+    }
+    assert config.default_effort is Effort.MEDIUM
+
+
+def test_budgets_grow_with_effort() -> None:
+    config = load_config()
+    low, medium, high = (config.budget_for(e) for e in Effort)
+    assert low.max_reasoning_tokens < medium.max_reasoning_tokens < high.max_reasoning_tokens
+    assert low.max_branches < medium.max_branches < high.max_branches
+    assert low.deadline_s <= medium.deadline_s <= high.deadline_s
+
+
+def test_missing_effort_is_named(tmp_path: Path) -> None:
+    raw = load_config().model_dump(mode="json")
+    del raw["efforts"]["high"]
+    with pytest.raises(ValidationError, match="no budget for high"):
+        ClusterConfig.model_validate(raw)
+
+
+def test_branch_larger_than_budget_is_refused() -> None:
+    with pytest.raises(ValidationError, match="not even one branch fits"):
+        load_config().with_overrides({"efforts": {"low": {"max_tokens_per_branch": 10_000}}})
+
+
+def test_single_chain_must_have_one_branch() -> None:
+    with pytest.raises(ValidationError, match="max_branches: 1"):
+        load_config().with_overrides({"efforts": {"low": {"max_branches": 3}}})
+
+
+def test_typo_in_yaml_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(DEFAULT_CONFIG_PATH.read_text().replace("deadline_s: 60", "deadline: 60"))
+    with pytest.raises(ValidationError, match="deadline"):
+        load_config(path)
+
+
+def test_redis_url_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REDIS_URL", "redis://10.0.0.5:6380/2")
+    assert load_config().redis.url == "redis://10.0.0.5:6380/2"
+
+
+def test_missing_config_file_names_the_path(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"nope\.yaml"):
+        load_config(tmp_path / "nope.yaml")
