@@ -1,0 +1,71 @@
+"""The application builder: Serve YAML and Python build the same Application from config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pydantic import ValidationError
+from ray.serve import Application
+from ray.serve.schema import ServeDeploySchema
+
+from cluster.config import ClusterConfig, load_config
+from deployments.builder import app_builder, build_app
+
+pytestmark = pytest.mark.unit
+
+SERVE_YAML = Path(__file__).parents[2] / "configs" / "serve.yaml"
+
+
+def _deployments(app: Application) -> dict[str, dict[str, Any]]:
+    """Every deployment bound into the application graph, with what config decides."""
+    found: dict[str, dict[str, Any]] = {}
+    pending = [app]
+    while pending:
+        deployment = pending.pop()._bound_deployment
+        found[deployment.name] = {
+            "num_replicas": deployment.num_replicas,
+            "max_ongoing_requests": deployment.max_ongoing_requests,
+            "ray_actor_options": deployment.ray_actor_options,
+        }
+        pending += [arg for arg in deployment.init_args if isinstance(arg, Application)]
+    return found
+
+
+def test_yaml_and_python_build_the_same_application() -> None:
+    schema = ServeDeploySchema.model_validate(yaml.safe_load(SERVE_YAML.read_text()))
+    (entry,) = schema.applications
+    assert entry.import_path == "deployments.builder:app_builder"
+    from_yaml = _deployments(app_builder(entry.args))
+    config = load_config().with_overrides({"redis": {"url": "redis://127.0.0.1:6379/0"}})
+    assert from_yaml == _deployments(build_app(config))
+    assert set(from_yaml) == {"Gateway", "Planner", "Verifier", "BranchGenerator"}
+
+
+def test_replicas_and_resources_come_from_config() -> None:
+    config = load_config().with_overrides(
+        {
+            "redis": {"url": "redis://r:1/0"},
+            "deployments": {"generator": {"num_replicas": 3, "num_cpus": 2}, "verifier": {"num_replicas": 2}},
+        }
+    )
+    deployments = _deployments(build_app(config))
+    generator = deployments["BranchGenerator"]
+    assert generator["num_replicas"] == 3
+    assert generator["ray_actor_options"]["num_cpus"] == 2
+    assert "VLLM_CPU_KVCACHE_SPACE" in generator["ray_actor_options"]["runtime_env"]["env_vars"]
+    assert deployments["Verifier"]["num_replicas"] == 2
+
+
+def test_gpu_generators_ask_for_a_gpu() -> None:
+    config: ClusterConfig = load_config().with_overrides({"model": {"device": "cuda"}})
+    generator = _deployments(build_app(config))["BranchGenerator"]
+    assert generator["ray_actor_options"]["num_gpus"] == 1
+    assert "runtime_env" not in generator["ray_actor_options"]
+
+
+def test_builder_args_refuse_unknown_keys() -> None:
+    with pytest.raises(ValidationError, match="config_paht"):
+        app_builder({"config_paht": "x.yaml"})
