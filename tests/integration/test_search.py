@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 from redis.asyncio import Redis
 
@@ -23,7 +21,18 @@ WRONG = "Each pencil costs 45 / 3 = 12 cents. Seven cost 7 * 12 = 84 cents. The 
 RAMBLE = "Pencils are made of wood and graphite and people like them a lot"
 
 
-def config_with(effort: str, **budget: Any) -> ClusterConfig:
+def config_with(
+    effort: str, strategy: str, branches: int, per_branch: int, verifiers: list[str], deadline_s: float = 5
+) -> ClusterConfig:
+    budget = {
+        "strategy": strategy,
+        "max_branches": branches,
+        "max_tokens_per_branch": per_branch,
+        "max_reasoning_tokens": branches * per_branch,
+        "max_verifier_calls": branches if verifiers else 0,
+        "deadline_s": deadline_s,
+        "verifiers": verifiers,
+    }
     return load_config().with_overrides({"efforts": {effort: budget}})
 
 
@@ -50,16 +59,7 @@ async def solve(
 
 
 async def test_single_chain_takes_its_only_chain(redis_client: Redis) -> None:
-    config = config_with(
-        "low",
-        strategy="single_chain",
-        max_branches=1,
-        max_reasoning_tokens=64,
-        max_tokens_per_branch=64,
-        max_verifier_calls=1,
-        deadline_s=5,
-        verifiers=["arithmetic"],
-    )
+    config = config_with("low", "single_chain", 1, 64, ["arithmetic"])
     generator = ScriptedGenerator([[RIGHT]])
     result, store, _, tree_id = await solve(redis_client, config, generator, Effort.LOW)
     assert (result.answer, result.branches, result.verifier_calls) == ("105", 1, 1)
@@ -86,16 +86,7 @@ async def test_self_consistency_votes_on_normalised_answers(redis_client: Redis)
 
 
 async def test_best_of_n_picks_the_verified_chain_over_the_majority(redis_client: Redis) -> None:
-    config = config_with(
-        "high",
-        strategy="best_of_n",
-        max_branches=4,
-        max_reasoning_tokens=400,
-        max_tokens_per_branch=100,
-        max_verifier_calls=4,
-        deadline_s=5,
-        verifiers=["arithmetic"],
-    )
+    config = config_with("high", "best_of_n", 4, 100, ["arithmetic"])
     generator = ScriptedGenerator([[WRONG, WRONG, RIGHT, WRONG]])
     result, store, _, tree_id = await solve(redis_client, config, generator, Effort.HIGH)
     assert result.answer == "105"
@@ -107,16 +98,7 @@ async def test_best_of_n_picks_the_verified_chain_over_the_majority(redis_client
 
 
 async def test_game24_best_of_n_is_judged_by_the_exact_checker(redis_client: Redis) -> None:
-    config = config_with(
-        "high",
-        strategy="best_of_n",
-        max_branches=3,
-        max_reasoning_tokens=300,
-        max_tokens_per_branch=100,
-        max_verifier_calls=3,
-        deadline_s=5,
-        verifiers=["game24", "arithmetic"],
-    )
+    config = config_with("high", "best_of_n", 3, 100, ["game24", "arithmetic"])
     problem = Problem((ChatMessage("user", "4 9 10 13"),), TaskFamily.GAME24, (4, 9, 10, 13))
     chains = [
         "Answer: (10 - 4) * (13 - 9) + 0 = 24",
@@ -153,16 +135,7 @@ async def test_a_failing_engine_fails_the_tree_and_releases_the_budget(redis_cli
 
 
 async def test_deadline_stops_the_search_and_releases_the_budget(redis_client: Redis) -> None:
-    config = config_with(
-        "medium",
-        strategy="self_consistency",
-        max_branches=2,
-        max_reasoning_tokens=200,
-        max_tokens_per_branch=100,
-        max_verifier_calls=0,
-        deadline_s=0.2,
-        verifiers=[],
-    )
+    config = config_with("medium", "self_consistency", 2, 100, [], deadline_s=0.2)
     generator = ScriptedGenerator([[RIGHT, RIGHT]], delay_s=5)
     with pytest.raises(DeadlineExceeded, match=r"deadline of 0\.2 s"):
         await solve(redis_client, config, generator, Effort.MEDIUM)
