@@ -19,7 +19,9 @@ from cluster.config import load_config
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # `up` narrates what it starts; `ask` prints only its own display.
+    level = logging.INFO if args.run is _up else logging.WARNING
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return int(args.run(args))
 
 

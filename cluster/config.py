@@ -112,6 +112,107 @@ class HttpConfig(_Strict):
     max_request_bytes: Annotated[int, Field(gt=0)] = 1 << 20
 
 
+class ScalingSettings(_Strict):
+    """Autoscaling bounds and pacing of one deployment (see docs/autoscale.md)."""
+
+    min_replicas: Annotated[int, Field(ge=0)] = 1
+    max_replicas: Annotated[int, Field(ge=1)] = 1
+    # Fraction of a replica's capacity the policy plans to use; the rest absorbs bursts.
+    target_utilization: Annotated[float, Field(gt=0, le=1)] = 0.8
+    # How long a wish to scale must persist before it is acted on.
+    upscale_delay_s: Annotated[float, Field(ge=0)] = 0.0
+    downscale_delay_s: Annotated[float, Field(ge=0)] = 60.0
+    # Idle time before the last replica goes (only with min_replicas: 0); None: downscale_delay_s.
+    scale_to_zero_delay_s: Annotated[float, Field(ge=0)] | None = None
+
+    @model_validator(mode="after")
+    def _bounds_are_consistent(self) -> ScalingSettings:
+        if self.max_replicas < self.min_replicas:
+            raise ValueError(
+                f"max_replicas ({self.max_replicas}) is below min_replicas ({self.min_replicas}): "
+                "raise max_replicas or lower min_replicas"
+            )
+        if self.scale_to_zero_delay_s is not None and self.min_replicas != 0:
+            raise ValueError(
+                "scale_to_zero_delay_s only applies with min_replicas: 0 "
+                f"(min_replicas is {self.min_replicas})"
+            )
+        return self
+
+
+class GeneratorScaling(ScalingSettings):
+    # Used only until a replica has measured its own engine throughput (tokens/s).
+    prior_tokens_per_s: Annotated[float, Field(gt=0)] = 100.0
+
+    @model_validator(mode="after")
+    def _generators_never_scale_to_zero(self) -> GeneratorScaling:
+        if self.min_replicas < 1:
+            raise ValueError(
+                "generator.min_replicas must be at least 1: an engine takes tens of seconds to start "
+                "and the verifier's judge needs one"
+            )
+        return self
+
+
+class VerifierScaling(ScalingSettings):
+    # Pending verifications one replica is sized for.
+    verifications_per_replica: Annotated[float, Field(gt=0)] = 16.0
+
+
+class PlannerScaling(ScalingSettings):
+    # Trees one planner replica runs at once.
+    trees_per_replica: Annotated[float, Field(gt=0)] = 32.0
+
+
+class AutoscalingSettings(_Strict):
+    """Effort-budget autoscaling of the worker deployments (package `autoscale`)."""
+
+    enabled: bool = False
+    # Window over which Serve averages the metrics replicas report.
+    look_back_period_s: Annotated[float, Field(gt=0)] = 10.0
+    # Remaining-time floor when turning tokens left into tokens per second, so a tree at its
+    # deadline asks for a lot of capacity, not for infinite capacity.
+    min_slack_s: Annotated[float, Field(gt=0)] = 2.0
+    generator: GeneratorScaling = GeneratorScaling(max_replicas=4)
+    verifier: VerifierScaling = VerifierScaling(min_replicas=0, max_replicas=4, scale_to_zero_delay_s=300)
+    planner: PlannerScaling = PlannerScaling(max_replicas=4)
+
+
+OverloadAction = Literal["degrade", "queue", "reject"]
+
+
+class AdmissionSettings(_Strict):
+    """Per-tenant ceilings on reasoning tokens in flight, and what to do under overload."""
+
+    enabled: bool = False
+    # Ceiling on the reasoning tokens a tenant may have in flight; None: no ceiling.
+    default_max_tokens_in_flight: Annotated[int, Field(gt=0)] | None = None
+    # Per-tenant ceilings (tenant names from auth.tenants, or "anonymous" for an open service).
+    tenant_max_tokens_in_flight: dict[str, Annotated[int, Field(gt=0)]] = {}
+    # When the ceiling is reached or the projected wait would miss the deadline.
+    on_overload: OverloadAction = "degrade"
+    # queue: the longest a request waits for room before it is rejected with 429.
+    max_queue_wait_s: Annotated[float, Field(gt=0)] = 30.0
+    queue_poll_s: Annotated[float, Field(gt=0)] = 0.25
+    # Registrations left by a dead gateway are dropped this long after their deadline.
+    stale_after_deadline_s: Annotated[float, Field(gt=0)] = 60.0
+    # Smallest and largest Retry-After the gateway sends.
+    min_retry_after_s: Annotated[int, Field(ge=1)] = 1
+    max_retry_after_s: Annotated[int, Field(ge=1)] = 600
+
+    def ceiling_for(self, tenant: str) -> int | None:
+        return self.tenant_max_tokens_in_flight.get(tenant, self.default_max_tokens_in_flight)
+
+    @model_validator(mode="after")
+    def _retry_bounds(self) -> AdmissionSettings:
+        if self.max_retry_after_s < self.min_retry_after_s:
+            raise ValueError(
+                f"max_retry_after_s ({self.max_retry_after_s}) is below min_retry_after_s "
+                f"({self.min_retry_after_s})"
+            )
+        return self
+
+
 class ClusterConfig(_Strict):
     model: ModelConfig = ModelConfig()
     redis: RedisConfig = RedisConfig()
@@ -120,6 +221,8 @@ class ClusterConfig(_Strict):
     deployments: DeploymentsConfig = DeploymentsConfig()
     auth: AuthConfig = AuthConfig()
     http: HttpConfig = HttpConfig()
+    autoscaling: AutoscalingSettings = AutoscalingSettings()
+    admission: AdmissionSettings = AdmissionSettings()
 
     @field_validator("efforts")
     @classmethod
@@ -128,6 +231,26 @@ class ClusterConfig(_Strict):
         if missing:
             raise ValueError(f"efforts: no budget for {', '.join(missing)}; every effort needs one")
         return efforts
+
+    @model_validator(mode="after")
+    def _admission_names_known_tenants(self) -> ClusterConfig:
+        known = set(self.auth.tenants) or {"anonymous"}
+        unknown = sorted(set(self.admission.tenant_max_tokens_in_flight) - known)
+        if unknown:
+            raise ValueError(
+                f"admission.tenant_max_tokens_in_flight names unknown tenant(s) {', '.join(unknown)}; "
+                f"known: {', '.join(sorted(known))}"
+            )
+        largest = max(budget.max_reasoning_tokens for budget in self.efforts.values())
+        smallest = min(budget.max_reasoning_tokens for budget in self.efforts.values())
+        ceilings = [self.admission.default_max_tokens_in_flight, *self.admission.tenant_max_tokens_in_flight.values()]
+        for ceiling in ceilings:
+            if ceiling is not None and ceiling < smallest:
+                raise ValueError(
+                    f"an admission ceiling of {ceiling} tokens admits no request: the smallest effort "
+                    f"budget is {smallest} tokens (the largest {largest})"
+                )
+        return self
 
     def budget_for(self, effort: Effort) -> EffortBudget:
         return self.efforts[effort]

