@@ -15,8 +15,12 @@ def _verdict(score: float, passed: bool | None, judges_answer: bool = True) -> V
 
 
 def test_a_wrong_answer_with_right_steps_loses_to_a_right_answer() -> None:
-    wrong_answer_right_steps = combined_score([_verdict(0.0, False), _verdict(1.0, True, judges_answer=False)])
-    right_answer_wrong_steps = combined_score([_verdict(1.0, True), _verdict(0.0, False, judges_answer=False)])
+    wrong_answer_right_steps = combined_score(
+        [_verdict(0.0, False), _verdict(1.0, True, judges_answer=False)]
+    )
+    right_answer_wrong_steps = combined_score(
+        [_verdict(1.0, True), _verdict(0.0, False, judges_answer=False)]
+    )
     assert wrong_answer_right_steps == pytest.approx(0.1)
     assert right_answer_wrong_steps == pytest.approx(0.9)
 
