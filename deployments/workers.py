@@ -9,6 +9,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 from redis.asyncio import Redis
 
+from autoscale.demand import DemandProbe, ThroughputMeter
 from cluster.config import ClusterConfig
 from cluster.engine.tokenizer import load_tokenizer
 from cluster.engine.vllm_engine import VLLMEngine
@@ -24,8 +25,16 @@ from cluster.types import (
     VerifyRequest,
     VerifyResult,
 )
+from cluster.verifiers import Verifier as VerifierBase
 from cluster.verifiers import build_verifier
 from cluster.verifiers.service import VerificationService
+from monitoring.metrics import (
+    EngineMetrics,
+    PlannerMetrics,
+    RedisMetrics,
+    VerifierMetrics,
+    instrumented_redis,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -58,9 +67,15 @@ class VerifierClient:
         return result
 
 
+def _probe(config: ClusterConfig) -> DemandProbe:
+    # Without autoscaling nothing reads the demand: no Redis connection is made for it.
+    url = config.redis.url if config.autoscaling.enabled else None
+    return DemandProbe(url, config.redis.key_prefix, config.autoscaling.min_slack_s)
+
+
 def _build_verifier(
     name: str, config: ClusterConfig, generator: DeploymentHandle, prompts: PromptBuilder | None
-) -> Any:
+) -> VerifierBase:
     if name != "judge":
         return build_verifier(name)
     return build_verifier(
@@ -74,9 +89,32 @@ class BranchGenerator:
 
     def __init__(self, config: ClusterConfig) -> None:
         self._engine = VLLMEngine.start(config.model, resolve_model_dir(config.model), replica=_replica_id())
+        # Online throughput of this engine: what one replica is worth to the autoscaler.
+        self._meter = ThroughputMeter()
+        self._probe = _probe(config)
+        self._metrics = EngineMetrics()
 
     async def generate(self, request: GenerationRequest) -> GenerationResult:
-        return await self._engine.generate(request)
+        self._meter.begin()
+        tokens = 0
+        try:
+            with self._metrics.call():
+                result = await self._engine.generate(request)
+            self._metrics.generated(result)
+            tokens = sum(c.token_count for c in result.completions)
+            return result
+        finally:
+            self._meter.end(tokens)
+
+    async def record_autoscaling_stats(self) -> dict[str, float]:
+        """Custom metrics for `autoscale.policies.GeneratorPolicy` (Serve calls this periodically)."""
+        demand = await self._probe.demand()
+        await self._probe.publish_throughput(self._engine.replica, self._meter.tokens_per_s)
+        return {
+            **demand.as_metrics(),
+            "throughput_tokens_per_s": float(self._meter.tokens_per_s or 0.0),
+            "generate_calls_in_flight": float(self._meter.in_flight),
+        }
 
     async def check_health(self) -> None:
         await self._engine.check_health()
@@ -101,9 +139,23 @@ class Verifier:
             {name: _build_verifier(name, config, generator, prompts) for name in names}
         )
         self._names = names
+        self._probe = _probe(config)
+        self._pending = 0
+        self._metrics = VerifierMetrics()
 
     async def verify(self, request: VerifyRequest) -> VerifyResult:
-        return await self._service.verify(request)
+        self._pending += len(request.candidates)
+        try:
+            result = await self._service.verify(request)
+            self._metrics.verified(result)
+            return result
+        finally:
+            self._pending -= len(request.candidates)
+
+    async def record_autoscaling_stats(self) -> dict[str, float]:
+        """Custom metrics for `autoscale.policies.VerifierPolicy`."""
+        demand = await self._probe.demand()
+        return {**demand.as_metrics(), "verifications_running": float(self._pending)}
 
     async def health(self) -> dict[str, Any]:
         return {"status": "ok", "verifiers": self._names, "replica": _replica_id()}
@@ -118,7 +170,9 @@ class Planner:
     ) -> None:
         if config.redis.url is None:
             raise ValueError("redis.url must be set before deploying the planner (or set REDIS_URL)")
-        self._redis = Redis.from_url(config.redis.url)
+        observer = PlannerMetrics()
+        self._redis_metrics = RedisMetrics("planner", observer.metrics)
+        self._redis: Redis = instrumented_redis(config.redis.url, self._redis_metrics)
         keys = KeySpace(config.redis.key_prefix)
         self._controller = SearchController(
             config,
@@ -126,10 +180,26 @@ class Planner:
             BudgetLedger(self._redis, keys),
             GeneratorClient(generator),
             VerifierClient(verifier),
+            observer,
         )
+        self._probe = _probe(config)
+        self._solving = 0
 
     async def solve(self, request: SolveRequest) -> SolveResult:
-        return await self._controller.solve(request)
+        self._solving += 1
+        try:
+            return await self._controller.solve(request)
+        finally:
+            self._solving -= 1
+
+    async def record_autoscaling_stats(self) -> dict[str, float]:
+        """Custom metrics for `autoscale.policies.PlannerPolicy`."""
+        demand = await self._probe.demand()
+        return {**demand.as_metrics(), "trees_running": float(self._solving)}
+
+    async def check_health(self) -> None:
+        # Serve's periodic health check publishes rc_redis_up; it never fails the replica.
+        await self._redis_metrics.probe(self._redis)
 
     async def health(self) -> dict[str, Any]:
         await self._redis.ping()

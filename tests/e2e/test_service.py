@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -148,3 +149,27 @@ def test_ask_command_prints_answer_summary_usage_and_time(cluster: LocalCluster)
     for label in ("Answer:", "Summary:", "Usage:", "Time:", "Tree:"):
         assert label in result.stdout, result.stdout
     assert "thinking..." in result.stderr
+
+
+def test_concurrent_requests_are_independent(cluster: LocalCluster, openai_client: OpenAI) -> None:
+    """A bad request in the middle of good ones harms neither; each good one gets its own tree."""
+
+    def good(effort: str) -> Any:
+        return openai_client.chat.completions.create(
+            model="default",
+            messages=[{"role": "user", "content": QUESTION}],
+            reasoning_effort=effort,  # type: ignore[arg-type]
+        )
+
+    def bad() -> int:
+        body = {"model": "default", "messages": [{"role": "user", "content": QUESTION}], "n": 2}
+        return httpx.post(f"{cluster.url}/v1/chat/completions", json=body, timeout=60).status_code
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        low, medium = pool.submit(good, "low"), pool.submit(good, "medium")
+        rejected = pool.submit(bad)
+        responses = [low.result(timeout=300), medium.result(timeout=300)]
+    assert rejected.result() == 400
+    tree_ids = {_reasoning(r)["tree_id"] for r in responses}
+    assert len(tree_ids) == 2
+    assert [_reasoning(r)["branches"] for r in responses] == [1, 4]
