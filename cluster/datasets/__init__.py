@@ -1,0 +1,1 @@
+"""Datasets the package ships for evaluation (MIT licences beside each)."""
