@@ -9,6 +9,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from types import FrameType
 
@@ -43,9 +44,68 @@ def _parser() -> argparse.ArgumentParser:
     ask.add_argument("--json", action="store_true", help="print the result as JSON, without progress")
     ask.set_defaults(run=_ask)
 
+    evaluate = commands.add_parser("eval", help="run a dataset through the running cluster and grade it")
+    evaluate.add_argument("--dataset", choices=("gsm8k", "game24"), required=True)
+    evaluate.add_argument("--efforts", default="low,medium,high", help="comma-separated efforts")
+    evaluate.add_argument("--limit", type=int, help="a seeded sample of this many items")
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--data", help="a file in the shipped file's format instead of the shipped copy")
+    evaluate.add_argument("--url", default=LOCAL_URL)
+    evaluate.add_argument("--api-key", default="local")
+    evaluate.add_argument("--concurrency", type=int, default=2)
+    evaluate.add_argument("--out", default="eval-results", help="directory for records, table and plot")
+    evaluate.set_defaults(run=_eval)
+
     model = commands.add_parser("prepare-model", help="convert the embedded default model once")
     model.set_defaults(run=_prepare_model)
+
+    simulate = commands.add_parser(
+        "simulate", help="replay a request trace through the autoscaling policies (autoscale/)"
+    )
+    simulate.add_argument("--trace", required=True, help="trace JSON, e.g. autoscale/traces/bursty-high.json")
+    simulate.add_argument("--out", help="directory for the comparison JSON and the replica-timeline PNG")
+    simulate.set_defaults(run=_simulate)
+
+    dashboards = commands.add_parser("dashboards", help="Grafana dashboards (monitoring/)")
+    dashboard_commands = dashboards.add_subparsers(required=True, metavar="ACTION")
+    push = dashboard_commands.add_parser(
+        "push", help="create or update the Prometheus datasource and the dashboards in Grafana"
+    )
+    push.add_argument("--grafana-url", required=True, help="e.g. http://grafana:3000")
+    credentials = push.add_mutually_exclusive_group()
+    credentials.add_argument("--api-key", help="service-account token (default: $GRAFANA_API_KEY)")
+    credentials.add_argument("--user", help="basic-auth user (with --password)")
+    push.add_argument("--password", help="basic-auth password")
+    push.add_argument(
+        "--prometheus-url",
+        default="http://prometheus:9090",
+        help="the Prometheus that Grafana queries (default: http://prometheus:9090)",
+    )
+    push.add_argument("--timeout", type=float, default=10.0, help="seconds per HTTP call (default 10)")
+    push.set_defaults(run=_dashboards("monitoring.grafana:push_command"))
+    export = dashboard_commands.add_parser("export", help="write the dashboards' JSON files")
+    export.add_argument("directory", nargs="?", help="default: monitoring/dashboards")
+    export.set_defaults(run=_dashboards("monitoring.dashboards:export_command"))
     return parser
+
+
+def _dashboards(path: str) -> Callable[[argparse.Namespace], int]:
+    # Named by import path: `cluster` imports nothing from `monitoring` (as with the app builder).
+    def run(args: argparse.Namespace) -> int:
+        import importlib
+
+        module, _, function = path.partition(":")
+        return int(getattr(importlib.import_module(module), function)(args))
+
+    return run
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    # Named by import path: `cluster` imports nothing from `autoscale`.
+    import importlib
+
+    run_cli = importlib.import_module("autoscale.simulator").run_cli
+    return int(run_cli(args.trace, args.out))
 
 
 def _up(args: argparse.Namespace) -> int:
@@ -61,6 +121,7 @@ def _up(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _on_signal)
     with LocalCluster(config, port=args.port) as cluster:
         print(f"reasoning-cluster is serving on {cluster.url} (Ctrl-C stops it)", flush=True)
+        print(f"Prometheus metrics: {cluster.metrics_url}", flush=True)
         stop.wait()
         print("stopping...", flush=True)
     return 0
@@ -126,6 +187,28 @@ def _format_answer(answer: ReasoningAnswer) -> str:
             f"Tree:     {answer.tree_id}",
         ]
     )
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from cluster import evaluation
+
+    efforts = [e.strip() for e in args.efforts.split(",") if e.strip()]
+    unknown = sorted(set(efforts) - {"low", "medium", "high"})
+    if unknown:
+        print(f"error: unknown effort(s) {', '.join(unknown)}; use low, medium, high", file=sys.stderr)
+        return 2
+    items = evaluation.sample(evaluation.load_items(args.dataset, args.data), args.limit, args.seed)
+    client = ReasoningClient(args.url, args.api_key)
+    try:
+        records = evaluation.run(client, args.dataset, items, efforts, args.concurrency)
+    finally:
+        client.close()
+    summaries = evaluation.summarize(records)
+    print(evaluation.write_report(Path(args.out), args.dataset, records, summaries))
+    print(f"records, table and plot in {args.out}/")
+    return 0
 
 
 def _prepare_model(_: argparse.Namespace) -> int:

@@ -109,6 +109,8 @@ class AuthConfig(_Strict):
 class HttpConfig(_Strict):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(gt=0, lt=65536)] = 8000
+    # Prometheus endpoint of Ray's metrics agent (every deployment's metrics); null: a free port.
+    metrics_port: Annotated[int, Field(gt=0, lt=65536)] | None = None
     max_request_bytes: Annotated[int, Field(gt=0)] = 1 << 20
 
 
@@ -143,6 +145,9 @@ class ScalingSettings(_Strict):
 class GeneratorScaling(ScalingSettings):
     # Used only until a replica has measured its own engine throughput (tokens/s).
     prior_tokens_per_s: Annotated[float, Field(gt=0)] = 100.0
+    # The batch (sequences) a replica's throughput is extrapolated to until it is measured
+    # compute-bound; None: the engine's own max_num_seqs.
+    max_seqs: Annotated[int, Field(ge=1)] | None = None
 
     @model_validator(mode="after")
     def _generators_never_scale_to_zero(self) -> GeneratorScaling:
@@ -243,7 +248,8 @@ class ClusterConfig(_Strict):
             )
         largest = max(budget.max_reasoning_tokens for budget in self.efforts.values())
         smallest = min(budget.max_reasoning_tokens for budget in self.efforts.values())
-        ceilings = [self.admission.default_max_tokens_in_flight, *self.admission.tenant_max_tokens_in_flight.values()]
+        admission = self.admission
+        ceilings = [admission.default_max_tokens_in_flight, *admission.tenant_max_tokens_in_flight.values()]
         for ceiling in ceilings:
             if ceiling is not None and ceiling < smallest:
                 raise ValueError(

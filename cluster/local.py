@@ -68,6 +68,14 @@ class LocalCluster:
     def url(self) -> str:
         return f"http://{LOOPBACK}:{self.port}"
 
+    @property
+    def metrics_url(self) -> str:
+        """Prometheus endpoint of this node's Ray metrics agent (every deployment's metrics)."""
+        import ray
+
+        port = ray._private.worker.global_worker.node.metrics_export_port
+        return f"http://{LOOPBACK}:{port}/metrics"
+
     def start(self) -> LocalCluster:
         try:
             self._start_redis()
@@ -93,6 +101,8 @@ class LocalCluster:
             address="local",
             _node_ip_address=LOOPBACK,
             include_dashboard=False,
+            # Ray's metrics agent serves every deployment's metrics to Prometheus (monitoring/).
+            _metrics_export_port=self._config.http.metrics_port,
             num_cpus=max(os.cpu_count() or 1, 2),
             logging_level=logging.WARNING,
             log_to_driver=os.environ.get("RC_RAY_LOG_TO_DRIVER", "0") == "1",

@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 from ray.serve import Application, Deployment
 
-from cluster.config import ClusterConfig, DeploymentSettings, load_config
+from cluster.config import ClusterConfig, DeploymentSettings, ScalingSettings, load_config
 from cluster.engine.vllm_engine import cpu_engine_env, use_cuda
 from deployments.gateway import Gateway
 from deployments.workers import BranchGenerator, Planner, Verifier
@@ -38,9 +38,22 @@ def app_builder(args: dict[str, Any]) -> Application:
 
 def build_app(config: ClusterConfig) -> Application:
     settings = config.deployments
-    generator = _deployment(BranchGenerator).options(**_generator_options(config)).bind(config)
-    verifier = _deployment(Verifier).options(**_options(settings.verifier)).bind(config, generator)
-    planner = _deployment(Planner).options(**_options(settings.planner)).bind(config, generator, verifier)
+    scaling = _autoscaling_options(config)
+    generator = (
+        _deployment(BranchGenerator)
+        .options(**{**_generator_options(config), **scaling["generator"]})
+        .bind(config)
+    )
+    verifier = (
+        _deployment(Verifier)
+        .options(**{**_options(settings.verifier), **scaling["verifier"]})
+        .bind(config, generator)
+    )
+    planner = (
+        _deployment(Planner)
+        .options(**{**_options(settings.planner), **scaling["planner"]})
+        .bind(config, generator, verifier)
+    )
     return (
         _deployment(Gateway).options(**_options(settings.gateway)).bind(config, planner, generator, verifier)
     )
@@ -61,6 +74,47 @@ def _options(settings: DeploymentSettings, env: dict[str, str] | None = None) ->
         "num_replicas": settings.num_replicas,
         "max_ongoing_requests": settings.max_ongoing_requests,
         "ray_actor_options": actor,
+    }
+
+
+# Serve's own policy wrapper (upscale/downscale delays, bounds) runs around ours; its delays
+# are 0 so the delays in `autoscale.policies` (driven by config) are the only ones.
+AUTOSCALING_POLICIES = {
+    "generator": "autoscale.policies:GeneratorPolicy",
+    "verifier": "autoscale.policies:VerifierPolicy",
+    "planner": "autoscale.policies:PlannerPolicy",
+}
+
+
+def _autoscaling_options(config: ClusterConfig) -> dict[str, dict[str, Any]]:
+    """Per deployment: {} (fixed num_replicas) or the Serve autoscaling config of our policy."""
+    auto = config.autoscaling
+    if not auto.enabled:
+        return {name: {} for name in AUTOSCALING_POLICIES}
+    chosen: dict[str, ScalingSettings] = {
+        "generator": auto.generator,
+        "verifier": auto.verifier,
+        "planner": auto.planner,
+    }
+    return {
+        name: {
+            "num_replicas": None,
+            "autoscaling_config": {
+                "min_replicas": settings.min_replicas,
+                "initial_replicas": max(settings.min_replicas, 1),
+                "max_replicas": settings.max_replicas,
+                "look_back_period_s": auto.look_back_period_s,
+                "metrics_interval_s": auto.look_back_period_s / 2,
+                "upscale_delay_s": 0.0,
+                "downscale_delay_s": 0.0,
+                "downscale_to_zero_delay_s": 0.0,
+                "policy": {
+                    "policy_function": AUTOSCALING_POLICIES[name],
+                    "policy_kwargs": settings.model_dump(mode="json"),
+                },
+            },
+        }
+        for name, settings in chosen.items()
     }
 
 

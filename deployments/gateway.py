@@ -21,6 +21,7 @@ from ray.serve.handle import DeploymentHandle
 from redis.asyncio import Redis
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from autoscale.admission import Admission, AdmissionController, AdmissionRejected, EffortCost
 from cluster.api import (
     ApiError,
     BudgetView,
@@ -37,6 +38,7 @@ from cluster.search.context import TOKENS, VERIFIER_CALLS
 from cluster.search.controller import DeadlineExceeded
 from cluster.store import BudgetLedger, KeySpace, TreeExistsError, TreeMeta, TreeStore
 from cluster.types import Effort, SolveRequest, SolveResult
+from monitoring.metrics import GatewayMetrics, RedisMetrics, RequestTracker, instrumented_redis
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +53,12 @@ app = FastAPI(title="reasoning-cluster", docs_url=None, redoc_url=None)
 @app.exception_handler(ApiError)
 async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
     return JSONResponse(exc.body(), status_code=exc.status)
+
+
+@app.exception_handler(AdmissionRejected)
+async def _admission_rejected(_: Request, exc: AdmissionRejected) -> JSONResponse:
+    body = ApiError(429, exc.message, type="rate_limit_error", code="reasoning_budget_exceeded").body()
+    return JSONResponse(body, status_code=429, headers={"Retry-After": str(exc.retry_after_s)})
 
 
 @app.exception_handler(StarletteHTTPException)
@@ -99,11 +107,25 @@ class Gateway:
         self._config = config
         self._planner = planner
         self._workers = {"planner": planner, "branch_generator": generator, "verifier": verifier}
-        self._redis = Redis.from_url(config.redis.url)
+        # Metrics are exported through Ray's metrics agent (monitoring.metrics).
+        self._metrics = GatewayMetrics(statuses={AdmissionRejected: 429})
+        self._redis_metrics = RedisMetrics("gateway", self._metrics.metrics)
+        self._redis: Redis = instrumented_redis(config.redis.url, self._redis_metrics)
         keys = KeySpace(config.redis.key_prefix)
         self._store = TreeStore(self._redis, keys)
         self._ledger = BudgetLedger(self._redis, keys)
         self._prompts = PromptBuilder(load_tokenizer(config.model))
+        # The in-flight registry feeds both admission control and the autoscalers' demand.
+        self._admission: AdmissionController | None = None
+        if config.admission.enabled or config.autoscaling.enabled:
+            self._admission = AdmissionController(
+                self._redis, config.admission, config.redis.key_prefix, config.autoscaling.min_slack_s
+            )
+
+    async def check_health(self) -> None:
+        # Serve's periodic health check; it only publishes rc_redis_up (an unreachable Redis
+        # shows in /healthz and the metric, it does not restart the gateway).
+        await self._redis_metrics.probe(self._redis)
 
     # ---- OpenAI-compatible API -------------------------------------------------------
 
@@ -128,7 +150,12 @@ class Gateway:
 
     @app.post("/v1/chat/completions")
     async def chat_completions(self, request: Request) -> JSONResponse:
+        with self._metrics.request() as tracked:
+            return await self._chat_completions(request, tracked)
+
+    async def _chat_completions(self, request: Request, tracked: RequestTracker) -> JSONResponse:
         caller = self._caller(request)
+        tracked.tenant = caller.tenant
         raw = await request.body()
         if len(raw) > self._config.http.max_request_bytes:
             raise ApiError(
@@ -139,11 +166,27 @@ class Gateway:
         body = parse_chat_request(raw)
         self._check_model(body.model)
         effort = self._effort(body, caller)
-        solve = self._solve_request(body, effort, caller, request.headers.get("x-request-id"))
-        result = await self._run(solve, effort)
-        snapshot = await self._ledger.snapshot(solve.tree_id)
+        tracked.effort = effort.value
+        request_id = request.headers.get("x-request-id")
+        solve = self._solve_request(body, effort, caller, request_id)
+        admission = await self._admit(body, solve, effort, caller, request_id)
+        try:
+            if admission is not None and admission.degraded:
+                effort = admission.effort
+                solve = self._solve_request(body, effort, caller, solve.tree_id)
+                tracked.effort = effort.value
+            with self._metrics.in_flight(effort, solve.max_reasoning_tokens):
+                result = await self._run(solve, effort, admission)
+            snapshot = await self._ledger.snapshot(solve.tree_id)
+        finally:
+            if admission is not None:
+                await asyncio.shield(self._admission_release(admission))
         budget = BudgetView(snapshot.granted.get(TOKENS, 0), snapshot.spent.get(TOKENS, 0))
-        return JSONResponse(chat_completion_body(result, body.model, effort, budget))
+        self._metrics.answered(tracked, result, budget.granted_tokens, budget.spent_tokens)
+        completion = chat_completion_body(result, body.model, effort, budget)
+        if admission is not None:
+            completion["reasoning"]["admission"] = admission.to_dict()
+        return JSONResponse(completion)
 
     # ---- trees, progress and health ---------------------------------------------------
 
@@ -235,7 +278,39 @@ class Gateway:
             seed=body.seed,
         )
 
-    async def _run(self, solve: SolveRequest, effort: Effort) -> SolveResult:
+    async def _admit(
+        self,
+        body: ChatCompletionRequest,
+        solve: SolveRequest,
+        effort: Effort,
+        caller: Caller,
+        request_id: str | None,
+    ) -> Admission | None:
+        if self._admission is None:
+            return None
+
+        def cost_of(level: Effort) -> EffortCost:
+            budget = self._config.budget_for(level)
+            tokens = solve.max_reasoning_tokens if level == effort else self._tokens_for(body, level)
+            return EffortCost(tokens, budget.max_verifier_calls, budget.deadline_s)
+
+        return await self._admission.admit(caller.tenant, solve.tree_id, effort, cost_of)
+
+    def _tokens_for(self, body: ChatCompletionRequest, effort: Effort) -> int:
+        budget = self._config.budget_for(effort)
+        cap = body.completion_cap()
+        return min(budget.max_reasoning_tokens, cap) if cap is not None else budget.max_reasoning_tokens
+
+    async def _admission_release(self, admission: Admission) -> None:
+        assert self._admission is not None
+        try:
+            await self._admission.release(admission)
+        except Exception:  # the entry expires after its deadline; never mask the answer
+            logger.exception("could not release admission %s", admission.entry_id)
+
+    async def _run(
+        self, solve: SolveRequest, effort: Effort, admission: Admission | None = None
+    ) -> SolveResult:
         budget = self._config.budget_for(effort)
         now = time.time()
         meta = TreeMeta(
@@ -254,6 +329,13 @@ class Gateway:
             raise ApiError(
                 409, f"a tree with id {solve.tree_id!r} exists; send a new X-Request-Id", param="x-request-id"
             ) from exc
+        if admission is not None and (admission.degraded or admission.queued_s > 0):
+            await self._store.set_meta_fields(
+                solve.tree_id,
+                requested_effort=admission.requested_effort.value,
+                admission=admission.reason,
+                queued_s=round(admission.queued_s, 3),
+            )
         await self._ledger.grant(
             solve.tree_id, {TOKENS: solve.max_reasoning_tokens, VERIFIER_CALLS: budget.max_verifier_calls}
         )

@@ -73,6 +73,13 @@ def _probe(config: ClusterConfig) -> DemandProbe:
     return DemandProbe(url, config.redis.key_prefix, config.autoscaling.min_slack_s)
 
 
+def _max_num_seqs(engine: VLLMEngine) -> int:
+    """The engine's batch limit (vLLM's scheduler max_num_seqs); 256 if it cannot be read."""
+    config = getattr(getattr(engine, "_engine", None), "vllm_config", None)
+    value = getattr(getattr(config, "scheduler_config", None), "max_num_seqs", None)
+    return int(value) if isinstance(value, int) and value > 0 else 256
+
+
 def _build_verifier(
     name: str, config: ClusterConfig, generator: DeploymentHandle, prompts: PromptBuilder | None
 ) -> VerifierBase:
@@ -90,12 +97,14 @@ class BranchGenerator:
     def __init__(self, config: ClusterConfig) -> None:
         self._engine = VLLMEngine.start(config.model, resolve_model_dir(config.model), replica=_replica_id())
         # Online throughput of this engine: what one replica is worth to the autoscaler.
-        self._meter = ThroughputMeter()
+        self._meter = ThroughputMeter(
+            max_seqs=config.autoscaling.generator.max_seqs or _max_num_seqs(self._engine)
+        )
         self._probe = _probe(config)
         self._metrics = EngineMetrics()
 
     async def generate(self, request: GenerationRequest) -> GenerationResult:
-        self._meter.begin()
+        self._meter.begin(request.n)
         tokens = 0
         try:
             with self._metrics.call():
@@ -104,7 +113,7 @@ class BranchGenerator:
             tokens = sum(c.token_count for c in result.completions)
             return result
         finally:
-            self._meter.end(tokens)
+            self._meter.end(tokens, request.n)
 
     async def record_autoscaling_stats(self) -> dict[str, float]:
         """Custom metrics for `autoscale.policies.GeneratorPolicy` (Serve calls this periodically)."""

@@ -20,6 +20,15 @@ if ! command -v redis-server >/dev/null 2>&1 && [ ! -x /usr/bin/redis-server ]; 
   as_root systemctl disable --now redis-server >/dev/null 2>&1 || true
 fi
 
+# Prometheus and promtool: the monitoring tests scrape the local cluster and unit-test the alerts.
+if ! command -v promtool >/dev/null 2>&1 && [ ! -x /usr/bin/promtool ]; then
+  echo "==> installing prometheus (apt)"
+  as_root apt-get update -q
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q prometheus
+  # The tests start their own Prometheus on loopback; the distribution's service is not needed.
+  as_root systemctl disable --now prometheus prometheus-node-exporter >/dev/null 2>&1 || true
+fi
+
 if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
   echo "==> creating $VENV and installing Python packages (a few minutes the first time)"
   [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"

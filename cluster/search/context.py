@@ -46,6 +46,40 @@ class VerifierService(Protocol):
     async def verify(self, request: VerifyRequest) -> VerifyResult: ...
 
 
+class SearchObserver:
+    """Hooks a search calls as it goes; the default does nothing.
+
+    `cluster` knows nothing of metrics: the planner deployment passes in an observer
+    (monitoring.metrics implements one) that turns these calls into Prometheus metrics.
+    Observers must be cheap and must never raise.
+    """
+
+    def first_progress(self, request: SolveRequest, elapsed_s: float) -> None:
+        """The first chains of the tree are written (its first progress event)."""
+
+    def chains_generated(self, request: SolveRequest, count: int, tokens: int) -> None:
+        """One expansion came back with `count` chains of `tokens` tokens in all."""
+
+    def chains_verified(self, request: SolveRequest, count: int) -> None:
+        """`count` chains were scored by the verifiers."""
+
+    def search_finished(
+        self,
+        request: SolveRequest,
+        strategy: str,
+        outcome: str,
+        nodes: int,
+        depth: int,
+        discarded: int,
+        elapsed_s: float,
+    ) -> None:
+        """The search ended: `outcome` is done, failed, deadline or cancelled; `discarded`
+        chains were grown but not chosen (the pruned branches of a finished tree)."""
+
+
+NULL_OBSERVER = SearchObserver()
+
+
 @dataclass(frozen=True, slots=True)
 class Chain:
     """One complete chain of thought: its tree node and the answer extracted from it."""
@@ -72,8 +106,10 @@ class SearchContext:
         ledger: BudgetLedger,
         generator: Generator,
         verifier: VerifierService,
+        observer: SearchObserver = NULL_OBSERVER,
     ) -> None:
         self.request = request
+        self.observer = observer
         self.budget = budget
         self._store = store
         self._ledger = ledger
@@ -133,12 +169,20 @@ class SearchContext:
             )
             reservation.use(sum(c.token_count for c in result.completions))
         chains = await self._record_chains(result)
+        tokens = sum(c.token_count for c in chains)
         await self._store.append_event(
-            self.tree_id,
-            "chains",
-            {"count": len(chains), "tokens": sum(c.token_count for c in chains), "replica": result.replica},
+            self.tree_id, "chains", {"count": len(chains), "tokens": tokens, "replica": result.replica}
         )
+        if len(self.chains) == len(chains):
+            self.observer.first_progress(self.request, self.elapsed_s())
+        self.observer.chains_generated(self.request, len(chains), tokens)
         return chains
+
+    def tree_shape(self) -> tuple[int, int]:
+        """Nodes written so far (the root included) and the deepest node's depth."""
+        nodes = (1 if self.root is not None else 0) + len(self.chains)
+        depth = max((c.node.depth for c in self.chains), default=0)
+        return nodes, depth
 
     async def _record_chains(self, result: GenerationResult) -> list[Chain]:
         assert self.root is not None
@@ -189,6 +233,7 @@ class SearchContext:
             calls.use(len(judged))
         self.verifier_calls += len(judged)
         self.verifier_completion_tokens += spent
+        self.observer.chains_verified(self.request, len(judged))
         self.usage += _verdict_usage(result)
         scores = [await self._record_verdicts(c, vs) for c, vs in zip(judged, result.verdicts, strict=True)]
         return scores + [NEUTRAL_SCORE] * (len(chains) - len(judged))

@@ -7,7 +7,7 @@ import logging
 
 from cluster.config import ClusterConfig, EffortBudget
 from cluster.search.base import SearchOutcome, build_strategy
-from cluster.search.context import Generator, SearchContext, VerifierService
+from cluster.search.context import NULL_OBSERVER, Generator, SearchContext, SearchObserver, VerifierService
 from cluster.search.summary import summarize
 from cluster.store import BudgetLedger, FinalTreeStatus, TreeStore
 from cluster.types import SolveRequest, SolveResult
@@ -27,8 +27,10 @@ class SearchController:
         ledger: BudgetLedger,
         generator: Generator,
         verifier: VerifierService,
+        observer: SearchObserver = NULL_OBSERVER,
     ) -> None:
         self._config = config
+        self._observer = observer
         self._store = store
         self._ledger = ledger
         self._generator = generator
@@ -47,7 +49,9 @@ class SearchController:
     async def solve(self, request: SolveRequest) -> SolveResult:
         budget = self.budget_for(request)
         strategy = build_strategy(budget.strategy)
-        ctx = SearchContext(request, budget, self._store, self._ledger, self._generator, self._verifier)
+        ctx = SearchContext(
+            request, budget, self._store, self._ledger, self._generator, self._verifier, self._observer
+        )
         try:
             await ctx.start()
             outcome = await asyncio.wait_for(strategy.run(ctx), timeout=budget.deadline_s)
@@ -56,12 +60,21 @@ class SearchController:
                 request.tree_id, _failure_status(exc), (), self._config.redis.tree_ttl_s
             )
             await self._store.append_event(request.tree_id, "failed", {"error": repr(exc)[:500]})
+            self._observed(ctx, strategy.name, _failure_outcome(exc), discarded=0)
             if isinstance(exc, TimeoutError):
                 raise DeadlineExceeded(
                     f"the {request.effort.value} deadline of {budget.deadline_s:g} s passed"
                 ) from exc
             raise
-        return await self._finish(ctx, outcome, strategy.name)
+        result = await self._finish(ctx, outcome, strategy.name)
+        self._observed(ctx, strategy.name, "done", discarded=len(ctx.chains) - 1)
+        return result
+
+    def _observed(self, ctx: SearchContext, strategy: str, outcome: str, discarded: int) -> None:
+        nodes, depth = ctx.tree_shape()
+        self._observer.search_finished(
+            ctx.request, strategy, outcome, nodes, depth, max(discarded, 0), ctx.elapsed_s()
+        )
 
     async def _finish(self, ctx: SearchContext, outcome: SearchOutcome, strategy: str) -> SolveResult:
         assert ctx.root is not None
@@ -92,6 +105,12 @@ class SearchController:
             winning_path=path,
             finish_reason="stop" if winner.finish_reason == "stop" else "length",
         )
+
+
+def _failure_outcome(exc: BaseException) -> str:
+    if isinstance(exc, asyncio.CancelledError):
+        return "cancelled"
+    return "deadline" if isinstance(exc, TimeoutError) else "failed"
 
 
 def _failure_status(exc: BaseException) -> FinalTreeStatus:
