@@ -15,6 +15,7 @@ from cluster.engine.tokenizer import load_tokenizer
 from cluster.engine.vllm_engine import VLLMEngine
 from cluster.models import resolve_model_dir
 from cluster.prompts import PromptBuilder
+from cluster.search.context import SearchServices
 from cluster.search.controller import SearchController
 from cluster.store import BudgetLedger, KeySpace, TreeStore
 from cluster.types import (
@@ -183,14 +184,14 @@ class Planner:
         self._redis_metrics = RedisMetrics("planner", observer.metrics)
         self._redis: Redis = instrumented_redis(config.redis.url, self._redis_metrics)
         keys = KeySpace(config.redis.key_prefix)
-        self._controller = SearchController(
-            config,
+        services = SearchServices(
             TreeStore(self._redis, keys),
             BudgetLedger(self._redis, keys),
             GeneratorClient(generator),
             VerifierClient(verifier),
             observer,
         )
+        self._controller = SearchController(config, services)
         self._probe = _probe(config)
         self._solving = 0
 

@@ -2,7 +2,14 @@
 
 from cluster.search import best_of_n, self_consistency, single_chain
 from cluster.search.base import SearchOutcome, SearchStrategy, build_strategy, strategy_names
-from cluster.search.context import BudgetExhausted, Chain, Generator, SearchContext, VerifierService
+from cluster.search.context import (
+    BudgetExhausted,
+    Chain,
+    Generator,
+    SearchContext,
+    SearchServices,
+    VerifierService,
+)
 
 __all__ = [
     "BudgetExhausted",
@@ -10,6 +17,7 @@ __all__ = [
     "Generator",
     "SearchContext",
     "SearchOutcome",
+    "SearchServices",
     "SearchStrategy",
     "VerifierService",
     "best_of_n",

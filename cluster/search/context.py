@@ -81,6 +81,17 @@ NULL_OBSERVER = SearchObserver()
 
 
 @dataclass(frozen=True, slots=True)
+class SearchServices:
+    """What every search runs on: the tree and its ledger in Redis, the engine, the verifiers."""
+
+    store: TreeStore
+    ledger: BudgetLedger
+    generator: Generator
+    verifier: VerifierService
+    observer: SearchObserver = NULL_OBSERVER
+
+
+@dataclass(frozen=True, slots=True)
 class Chain:
     """One complete chain of thought: its tree node and the answer extracted from it."""
 
@@ -102,19 +113,15 @@ class SearchContext:
         self,
         request: SolveRequest,
         budget: EffortBudget,
-        store: TreeStore,
-        ledger: BudgetLedger,
-        generator: Generator,
-        verifier: VerifierService,
-        observer: SearchObserver = NULL_OBSERVER,
+        services: SearchServices,
     ) -> None:
         self.request = request
-        self.observer = observer
         self.budget = budget
-        self._store = store
-        self._ledger = ledger
-        self._generator = generator
-        self._verifier = verifier
+        self.observer = services.observer
+        self._store = services.store
+        self._ledger = services.ledger
+        self._generator = services.generator
+        self._verifier = services.verifier
         self.usage = Usage()
         self.chains: list[Chain] = []
         self.scores: dict[str, float] = {}

@@ -7,9 +7,9 @@ import logging
 
 from cluster.config import ClusterConfig, EffortBudget
 from cluster.search.base import SearchOutcome, build_strategy
-from cluster.search.context import NULL_OBSERVER, Generator, SearchContext, SearchObserver, VerifierService
+from cluster.search.context import SearchContext, SearchServices
 from cluster.search.summary import summarize
-from cluster.store import BudgetLedger, FinalTreeStatus, TreeStore
+from cluster.store import FinalTreeStatus
 from cluster.types import SolveRequest, SolveResult
 
 logger = logging.getLogger(__name__)
@@ -20,21 +20,11 @@ class DeadlineExceeded(TimeoutError):
 
 
 class SearchController:
-    def __init__(
-        self,
-        config: ClusterConfig,
-        store: TreeStore,
-        ledger: BudgetLedger,
-        generator: Generator,
-        verifier: VerifierService,
-        observer: SearchObserver = NULL_OBSERVER,
-    ) -> None:
+    def __init__(self, config: ClusterConfig, services: SearchServices) -> None:
         self._config = config
-        self._observer = observer
-        self._store = store
-        self._ledger = ledger
-        self._generator = generator
-        self._verifier = verifier
+        self._services = services
+        self._store = services.store
+        self._observer = services.observer
 
     def budget_for(self, request: SolveRequest) -> EffortBudget:
         budget = self._config.budget_for(request.effort)
@@ -49,9 +39,7 @@ class SearchController:
     async def solve(self, request: SolveRequest) -> SolveResult:
         budget = self.budget_for(request)
         strategy = build_strategy(budget.strategy)
-        ctx = SearchContext(
-            request, budget, self._store, self._ledger, self._generator, self._verifier, self._observer
-        )
+        ctx = SearchContext(request, budget, self._services)
         try:
             await ctx.start()
             outcome = await asyncio.wait_for(strategy.run(ctx), timeout=budget.deadline_s)

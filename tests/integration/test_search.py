@@ -6,7 +6,7 @@ import pytest
 from redis.asyncio import Redis
 
 from cluster.config import ClusterConfig, load_config
-from cluster.search.context import TOKENS, VERIFIER_CALLS
+from cluster.search.context import TOKENS, VERIFIER_CALLS, SearchServices
 from cluster.search.controller import DeadlineExceeded, SearchController
 from cluster.store import BudgetLedger, KeySpace, TreeMeta, TreeStore
 from cluster.types import ChatMessage, Effort, Problem, SolveRequest, SolveResult, TaskFamily
@@ -52,7 +52,7 @@ async def solve(
     await store.create_tree(TreeMeta(tree_id, "tenant", effort.value, budget.strategy), 600)
     await ledger.grant(tree_id, {TOKENS: tokens, VERIFIER_CALLS: budget.max_verifier_calls})
     verifiers = VerificationService({n: build_verifier(n) for n in ("arithmetic", "game24", "numeric")})
-    controller = SearchController(config, store, ledger, generator, verifiers)
+    controller = SearchController(config, SearchServices(store, ledger, generator, verifiers))
     problem = problem or Problem((ChatMessage("user", "3 pencils cost 45 cents; what do 7 cost?"),))
     request = SolveRequest(tree_id, "tenant", effort, problem, "PROMPT", tokens)
     return await controller.solve(request), store, ledger, tree_id

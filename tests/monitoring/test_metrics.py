@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from cluster.api import ApiError
-from cluster.search.context import TOKENS, VERIFIER_CALLS
+from cluster.search.context import TOKENS, VERIFIER_CALLS, SearchServices
 from cluster.search.controller import DeadlineExceeded, SearchController
 from cluster.store import BudgetLedger, KeySpace, TreeMeta, TreeStore
 from cluster.types import (
@@ -187,7 +187,8 @@ async def _solve(
         tree_id, {TOKENS: budget.max_reasoning_tokens, VERIFIER_CALLS: budget.max_verifier_calls}
     )
     verifiers = VerificationService({n: build_verifier(n) for n in ("arithmetic", "numeric")})
-    controller = SearchController(cfg, store, ledger, generator, verifiers, PlannerMetrics(recorder))
+    services = SearchServices(store, ledger, generator, verifiers, PlannerMetrics(recorder))
+    controller = SearchController(cfg, services)
     problem = Problem((ChatMessage("user", "3 pencils cost 45 cents; what do 7 cost?"),))
     return await controller.solve(
         SolveRequest(tree_id, "tenant", effort, problem, "PROMPT", budget.max_reasoning_tokens)
