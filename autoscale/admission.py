@@ -296,16 +296,7 @@ class AdmissionController:
         started: float,
     ) -> bool:
         now = self._clock()
-        entry = InFlight(
-            entry_id,
-            tree_id,
-            tenant,
-            effort.value,
-            cost.tokens,
-            cost.verifier_calls,
-            started + cost.deadline_s,
-            now,
-        )
+        entry = self._entry(entry_id, tree_id, tenant, effort, cost, started, now)
         expire_at = entry.deadline_at + self.settings.stale_after_deadline_s
         bucket = inflow_bucket(now)
         status, _used = await self._admit(
@@ -329,7 +320,17 @@ class AdmissionController:
     async def _enqueue(
         self, entry_id: str, tree_id: str, tenant: str, effort: Effort, cost: EffortCost, started: float
     ) -> None:
-        entry = InFlight(
+        entry = self._entry(entry_id, tree_id, tenant, effort, cost, started, self._clock())
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.hset(self.keys.queued, entry_id, entry.to_json())
+        pipe.zadd(self.keys.expiry, {entry_id: entry.deadline_at + self.settings.stale_after_deadline_s})
+        await pipe.execute()
+
+    @staticmethod
+    def _entry(
+        entry_id: str, tree_id: str, tenant: str, effort: Effort, cost: EffortCost, started: float, now: float
+    ) -> InFlight:
+        return InFlight(
             entry_id,
             tree_id,
             tenant,
@@ -337,12 +338,8 @@ class AdmissionController:
             cost.tokens,
             cost.verifier_calls,
             started + cost.deadline_s,
-            self._clock(),
+            now,
         )
-        pipe = self._redis.pipeline(transaction=True)
-        pipe.hset(self.keys.queued, entry_id, entry.to_json())
-        pipe.zadd(self.keys.expiry, {entry_id: entry.deadline_at + self.settings.stale_after_deadline_s})
-        await pipe.execute()
 
     def _retry_after(self, verdict: Verdict) -> int:
         estimate = verdict.retry_after_s
