@@ -73,6 +73,13 @@ def _ratio(numerator: str, denominator: str, by: str = "") -> str:
     return f"({numerator} or {zero}) / clamp_min({denominator}, 1e-9)"
 
 
+def _p50_p95_by_effort(metric: str) -> tuple[Target, Target]:
+    return (
+        Target(_quantile(0.5, metric, "effort"), "p50 {{effort}}"),
+        Target(_quantile(0.95, metric, "effort"), "p95 {{effort}}"),
+    )
+
+
 def _quantile(q: float, metric: str, by: str) -> str:
     return f"histogram_quantile({q}, sum by (le, {by}) ({_rate(metric + '_bucket')}))"
 
@@ -105,10 +112,7 @@ def overview() -> Dashboard:
             ),
             Panel(
                 "Time to answer",
-                (
-                    Target(_quantile(0.5, ANSWER_S, "effort"), "p50 {{effort}}"),
-                    Target(_quantile(0.95, ANSWER_S, "effort"), "p95 {{effort}}"),
-                ),
+                _p50_p95_by_effort(ANSWER_S),
                 "s",
                 "Request received to answer sent, successful requests, by effort.",
             ),
@@ -189,10 +193,7 @@ def reasoning() -> Dashboard:
         (
             Panel(
                 "Tree size (nodes)",
-                (
-                    Target(_quantile(0.5, "ray_rc_tree_nodes", "effort"), "p50 {{effort}}"),
-                    Target(_quantile(0.95, "ray_rc_tree_nodes", "effort"), "p95 {{effort}}"),
-                ),
+                _p50_p95_by_effort("ray_rc_tree_nodes"),
                 "short",
                 "Nodes per finished tree (root included), by effort.",
             ),
@@ -279,10 +280,7 @@ def reasoning() -> Dashboard:
             ),
             Panel(
                 "Time to first progress",
-                (
-                    Target(_quantile(0.5, FIRST_S, "effort"), "p50 {{effort}}"),
-                    Target(_quantile(0.95, FIRST_S, "effort"), "p95 {{effort}}"),
-                ),
+                _p50_p95_by_effort(FIRST_S),
                 "s",
                 "Planner start to the tree's first chains (its first progress event), by effort.",
             ),
