@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from cluster.config import STRATEGY_NAMES
 from cluster.types import ChatMessage, Effort, SolveResult, TaskFamily
 
 ErrorType = Literal[
@@ -84,6 +85,8 @@ class ChatCompletionRequest(BaseModel):
     stream: bool = False
     # Extension: the task family selects prompt, answer format and verifiers.
     task: TaskFamily = TaskFamily.GENERAL
+    # Extension: run this search strategy within the effort's budget (evaluation baselines).
+    strategy: str | None = None
 
     @field_validator("reasoning_effort", mode="before")
     @classmethod
@@ -100,6 +103,14 @@ class ChatCompletionRequest(BaseModel):
             return TaskFamily(value)
         allowed = ", ".join(repr(t.value) for t in TaskFamily)
         raise ValueError(f"task must be one of {allowed}; got {value!r}")
+
+    @field_validator("strategy")
+    @classmethod
+    def _strategy(cls, value: str | None) -> str | None:
+        if value is None or value in STRATEGY_NAMES:
+            return value
+        allowed = ", ".join(repr(name) for name in STRATEGY_NAMES)
+        raise ValueError(f"strategy must be one of {allowed}; got {value!r}")
 
     def chat_messages(self) -> tuple[ChatMessage, ...]:
         # OpenAI's newer "developer" role is what older templates call "system".

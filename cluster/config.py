@@ -8,14 +8,19 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from cluster.types import Effort
+from cluster.types import Effort, TaskFamily
 
-StrategyName = Literal["single_chain", "self_consistency", "best_of_n"]
+StrategyName = Literal[
+    "single_chain", "self_consistency", "best_of_n", "beam_search", "dvts", "mcts", "compute_optimal"
+]
+STRATEGY_NAMES: tuple[str, ...] = get_args(StrategyName)
+# Strategies that grow chains step by step, as a tree deeper than one level.
+TREE_STRATEGIES = frozenset({"beam_search", "dvts", "mcts", "compute_optimal"})
 
 DEFAULT_CONFIG_PATH = Path(__file__).with_name("default_config.yaml")
 
@@ -30,8 +35,10 @@ class EffortBudget(_Strict):
 
     strategy: StrategyName
     max_reasoning_tokens: Annotated[int, Field(gt=0)]
+    # Chains per expansion; in tree search, proposals per expanded node times beam_width.
     max_branches: Annotated[int, Field(gt=0, le=64)]
-    max_depth: Annotated[int, Field(gt=0)] = 1
+    # Tree search: the most steps a chain may take before it must answer.
+    max_depth: Annotated[int, Field(gt=0, le=64)] = 8
     max_verifier_calls: Annotated[int, Field(ge=0)]
     deadline_s: Annotated[float, Field(gt=0)]
     max_tokens_per_branch: Annotated[int, Field(gt=0)]
@@ -39,6 +46,14 @@ class EffortBudget(_Strict):
     top_k: int = 40
     # Verifiers that score candidates, in order; a model judge only where no program can judge.
     verifiers: tuple[str, ...] = ("arithmetic",)
+    # Tree search: nodes kept per round (beam search) or subtrees (DVTS: max_branches/beam_width).
+    beam_width: Annotated[int, Field(gt=0, le=64)] = 4
+    max_tokens_per_step: Annotated[int, Field(gt=0)] = 96
+    # MCTS: weight of the prior (PUCT) against the mean value of a child.
+    exploration: Annotated[float, Field(ge=0)] = 1.0
+    # compute_optimal: short chains sampled first to estimate how hard the problem is.
+    probe_branches: Annotated[int, Field(gt=0, le=64)] = 3
+    probe_tokens_per_branch: Annotated[int, Field(gt=0)] = 128
 
     @model_validator(mode="after")
     def _branch_budget_is_reachable(self) -> EffortBudget:
@@ -49,6 +64,11 @@ class EffortBudget(_Strict):
             )
         if self.strategy == "single_chain" and self.max_branches != 1:
             raise ValueError("strategy single_chain grows exactly one chain: set max_branches: 1")
+        if self.strategy in TREE_STRATEGIES and self.beam_width > self.max_branches:
+            raise ValueError(
+                f"beam_width ({self.beam_width}) exceeds max_branches ({self.max_branches}): "
+                "each kept node needs at least one proposal per round"
+            )
         return self
 
 
@@ -68,6 +88,22 @@ class ModelConfig(_Strict):
     enforce_eager: bool = True
     enable_prefix_caching: bool = True
     seed: int = 0
+
+
+class TaskSettings(_Strict):
+    """How chains of one task family are cut into steps for tree search."""
+
+    # A step ends where the model writes this (the default: a blank line).
+    step_delimiter: Annotated[str, Field(min_length=1)] = "\n\n"
+
+
+def _default_tasks() -> dict[TaskFamily, TaskSettings]:
+    # Game of 24 steps are one line each, held to their grammar by structured output.
+    return {
+        TaskFamily.GENERAL: TaskSettings(),
+        TaskFamily.MATH: TaskSettings(step_delimiter="\n"),
+        TaskFamily.GAME24: TaskSettings(step_delimiter="\n"),
+    }
 
 
 class RedisConfig(_Strict):
@@ -223,6 +259,7 @@ class ClusterConfig(_Strict):
     redis: RedisConfig = RedisConfig()
     efforts: dict[Effort, EffortBudget]
     default_effort: Effort = Effort.MEDIUM
+    tasks: dict[TaskFamily, TaskSettings] = Field(default_factory=_default_tasks)
     deployments: DeploymentsConfig = DeploymentsConfig()
     auth: AuthConfig = AuthConfig()
     http: HttpConfig = HttpConfig()
@@ -260,6 +297,9 @@ class ClusterConfig(_Strict):
 
     def budget_for(self, effort: Effort) -> EffortBudget:
         return self.efforts[effort]
+
+    def task_settings(self, task: TaskFamily) -> TaskSettings:
+        return self.tasks.get(task, TaskSettings())
 
     def with_overrides(self, overrides: dict[str, Any]) -> ClusterConfig:
         """A copy with nested fields replaced, validated again (CLI flags, tests)."""

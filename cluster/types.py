@@ -90,6 +90,8 @@ class Completion:
     finish_reason: str | None
     # Sum of the sampled tokens' log-probabilities when requested; None otherwise.
     cumulative_logprob: float | None = None
+    # The stop string that ended the sequence; None when it ended at end-of-sequence or length.
+    stop_reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +107,11 @@ class GenerationRequest:
     stop: tuple[str, ...] = ()
     # Return log-probabilities of this many top tokens at each step (judges use 1 step).
     logprobs: int | None = None
+    # Structured output: every completion must match this regular expression.
+    regex: str | None = None
+    # Requests with the same key (a tree id) prefer the replica that served the last one,
+    # whose prefix cache holds their shared prefix.
+    affinity_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +149,10 @@ class SolveRequest:
     prompt: str
     max_reasoning_tokens: int
     seed: int | None = None
+    # Overrides the effort's strategy (its budget still applies); evaluation baselines use it.
+    strategy: str | None = None
+    # Continue the stored tree of a planner that died instead of starting a new one.
+    resume: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -276,6 +276,7 @@ class Gateway:
             prompt=prompt,
             max_reasoning_tokens=max_tokens,
             seed=body.seed,
+            strategy=body.strategy,
         )
 
     async def _admit(
@@ -317,7 +318,7 @@ class Gateway:
             tree_id=solve.tree_id,
             owner=solve.tenant,
             effort=effort.value,
-            strategy=budget.strategy,
+            strategy=solve.strategy or budget.strategy,
             created_at=now,
             updated_at=now,
             model=self._config.model.name,

@@ -92,7 +92,7 @@ class VLLMEngine:
 
     async def generate(self, request: GenerationRequest) -> GenerationResult:
         from vllm import SamplingParams
-        from vllm.sampling_params import RequestOutputKind
+        from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
 
         params = SamplingParams(
             n=request.n,
@@ -102,6 +102,7 @@ class VLLMEngine:
             seed=request.seed,
             stop=list(request.stop) or None,
             logprobs=request.logprobs,
+            structured_outputs=StructuredOutputsParams(regex=request.regex) if request.regex else None,
             # Streaming with n>1 can return fewer than n sequences on the async engine.
             output_kind=RequestOutputKind.FINAL_ONLY,
         )
@@ -116,6 +117,7 @@ class VLLMEngine:
                 token_count=len(seq.token_ids),
                 finish_reason=seq.finish_reason,
                 cumulative_logprob=seq.cumulative_logprob,
+                stop_reason=seq.stop_reason if isinstance(seq.stop_reason, str) else None,
             )
             for seq in final.outputs
         )

@@ -31,6 +31,7 @@ class SearchController:
         tokens = min(budget.max_reasoning_tokens, request.max_reasoning_tokens)
         return budget.model_copy(
             update={
+                "strategy": request.strategy or budget.strategy,
                 "max_reasoning_tokens": tokens,
                 "max_tokens_per_branch": min(budget.max_tokens_per_branch, tokens),
             }
