@@ -12,9 +12,13 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from cluster.client import LOCAL_URL, ProgressEvent, ReasoningAnswer, ReasoningClient
-from cluster.config import load_config
+from cluster.config import STRATEGY_NAMES, load_config
+
+if TYPE_CHECKING:
+    from cluster.evaluation import Record
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,16 +48,34 @@ def _parser() -> argparse.ArgumentParser:
     ask.add_argument("--json", action="store_true", help="print the result as JSON, without progress")
     ask.set_defaults(run=_ask)
 
-    evaluate = commands.add_parser("eval", help="run a dataset through the running cluster and grade it")
+    evaluate = commands.add_parser(
+        "eval",
+        help="run a dataset through the running cluster, grade it, write a table and a plot",
+        description="Every item at each effort's own strategy, at each --strategies strategy, "
+        "and best-of-N at an equal token budget as the baseline; writes results.jsonl, table.md "
+        "and plot.png to --out.",
+    )
     evaluate.add_argument("--dataset", choices=("gsm8k", "game24"), required=True)
     evaluate.add_argument("--efforts", default="low,medium,high", help="comma-separated efforts")
-    evaluate.add_argument("--limit", type=int, help="a seeded sample of this many items")
-    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument(
+        "--strategies",
+        default="",
+        help="comma-separated strategies to run at each effort besides its own: " + ", ".join(STRATEGY_NAMES),
+    )
+    evaluate.add_argument(
+        "--limit",
+        type=_positive,
+        help="a seeded sample of this many items (default: 50 for game24, all gsm8k)",
+    )
+    evaluate.add_argument("--seed", type=int, default=0, help="seed of the sample (default 0)")
     evaluate.add_argument("--data", help="a file in the shipped file's format instead of the shipped copy")
     evaluate.add_argument("--url", default=LOCAL_URL)
     evaluate.add_argument("--api-key", default="local")
-    evaluate.add_argument("--concurrency", type=int, default=2)
-    evaluate.add_argument("--out", default="eval-results", help="directory for records, table and plot")
+    evaluate.add_argument("--concurrency", type=_positive, default=1, help="requests in flight (default 1)")
+    evaluate.add_argument("--no-baseline", action="store_true", help="skip best-of-N at equal token budgets")
+    evaluate.add_argument(
+        "--out", help="directory for results.jsonl, table.md and plot.png (default: eval-results/DATASET)"
+    )
     evaluate.set_defaults(run=_eval)
 
     model = commands.add_parser("prepare-model", help="convert the embedded default model once")
@@ -194,21 +216,64 @@ def _eval(args: argparse.Namespace) -> int:
 
     from cluster import evaluation
 
-    efforts = [e.strip() for e in args.efforts.split(",") if e.strip()]
-    unknown = sorted(set(efforts) - {"low", "medium", "high"})
-    if unknown:
-        print(f"error: unknown effort(s) {', '.join(unknown)}; use low, medium, high", file=sys.stderr)
+    efforts, strategies = _names(args.efforts), _names(args.strategies)
+    problems = [f"unknown effort {e!r}" for e in efforts if e not in evaluation.EFFORT_ORDER]
+    problems += [f"unknown strategy {s!r}" for s in strategies if s not in STRATEGY_NAMES]
+    if problems or not efforts:
+        print(f"error: {'; '.join(problems) or 'no efforts given'}", file=sys.stderr)
         return 2
-    items = evaluation.sample(evaluation.load_items(args.dataset, args.data), args.limit, args.seed)
+    limit = args.limit if args.limit is not None else evaluation.DEFAULT_LIMIT[args.dataset]
+    items = evaluation.sample(evaluation.load_items(args.dataset, args.data), limit, args.seed)
     client = ReasoningClient(args.url, args.api_key)
     try:
-        records = evaluation.run(client, args.dataset, items, efforts, args.concurrency)
+        records = evaluation.evaluate(
+            client,
+            args.dataset,
+            items,
+            efforts,
+            strategies,
+            baseline=not args.no_baseline,
+            concurrency=args.concurrency,
+            progress=_eval_progress(),
+        )
     finally:
         client.close()
-    summaries = evaluation.summarize(records)
-    print(evaluation.write_report(Path(args.out), args.dataset, records, summaries))
-    print(f"records, table and plot in {args.out}/")
+    out = Path(args.out or f"eval-results/{args.dataset}")
+    title = f"{args.dataset}: accuracy vs reasoning tokens ({len(items)} items, seed {args.seed})"
+    print(evaluation.write_report(out, title, records, evaluation.summarize(records)))
+    print(f"results.jsonl, table.md and plot.png in {out}/")
     return 0
+
+
+def _names(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1; got {value}")
+    return value
+
+
+def _eval_progress() -> Callable[[Record], None]:
+    """One stderr line per graded request; requests finish on worker threads."""
+    done = 0
+    lock = threading.Lock()
+
+    def report(record: Record) -> None:
+        nonlocal done
+        outcome = "error" if record.error else "right" if record.correct else "wrong"
+        with lock:
+            done += 1
+            print(
+                f"[{done}] {record.effort} {record.strategy}{' baseline' if record.baseline else ''} "
+                f"#{record.index}: {outcome}, {record.reasoning_tokens} tokens, {record.latency_s:.1f} s",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    return report
 
 
 def _prepare_model(_: argparse.Namespace) -> int:

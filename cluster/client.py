@@ -62,14 +62,16 @@ class ReasoningClient:
         task: str = "general",
         request_id: str | None = None,
         max_completion_tokens: int | None = None,
+        strategy: str | None = None,
     ) -> ReasoningAnswer:
+        """`strategy` replaces the effort's own search strategy, within the effort's budget."""
         started = time.monotonic()
         response = self._openai.chat.completions.create(
             model="default",
             messages=[{"role": "user", "content": question}],
             reasoning_effort=cast(ReasoningEffort, effort),
             max_completion_tokens=max_completion_tokens,
-            extra_body={"task": task},
+            extra_body={"task": task, "strategy": strategy},
             extra_headers={"X-Request-Id": request_id or self.new_request_id()},
         )
         reasoning = (response.model_extra or {})["reasoning"]
