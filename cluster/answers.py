@@ -98,12 +98,15 @@ def extract_answer(text: str) -> str | None:
     Explicit markers win over position: `\\boxed{}`, then GSM8K's "#### X", then the last
     "The (final) answer is X" / "Answer: X", and only then the last number in the text.
     """
-    finders: tuple[Callable[[str], str | None], ...] = (
-        _last_boxed,
-        _last_gsm8k_marker,
-        _last_answer_phrase,
-        _last_number,
-    )
+    return extract_stated_answer(text) or _last_number(text)
+
+
+def extract_stated_answer(text: str) -> str | None:
+    """The answer only if the text states one explicitly (a box, "####", "The answer is").
+
+    Tree search uses it to tell a finished chain from a step that merely mentions a number.
+    """
+    finders: tuple[Callable[[str], str | None], ...] = (_last_boxed, _last_gsm8k_marker, _last_answer_phrase)
     for finder in finders:
         found = finder(text)
         if found:

@@ -22,8 +22,12 @@ TASK_INSTRUCTIONS: dict[TaskFamily, str] = {
     ),
     TaskFamily.GAME24: (
         "Use each of the four given numbers exactly once, with + - * / and parentheses, "
-        "to make 24. Work step by step, then finish with one line of the form "
-        "'Answer: <expression> = 24'."
+        "to make 24. Work one step per line: combine two of the numbers left into one, "
+        "written as 'a op b = c (left: the numbers left)', until one number is left. "
+        "Then finish with one line of the form 'Answer: <expression> = 24'. "
+        "The layout, shown for the numbers 2 3 4 8:\n"
+        "2 * 3 = 6 (left: 4 6 8)\n8 - 4 = 4 (left: 4 6)\n6 * 4 = 24 (left: 24)\n"
+        "Answer: (2 * 3) * (8 - 4) = 24"
     ),
 }
 

@@ -17,7 +17,7 @@ from cluster.models import resolve_model_dir
 from cluster.prompts import PromptBuilder
 from cluster.search.context import SearchServices
 from cluster.search.controller import SearchController
-from cluster.store import BudgetLedger, KeySpace, TreeStore
+from cluster.store import BudgetLedger, KeySpace, TreeLeases, TreeStore
 from cluster.types import (
     GenerationRequest,
     GenerationResult,
@@ -190,6 +190,7 @@ class Planner:
             GeneratorClient(generator),
             VerifierClient(verifier),
             observer,
+            TreeLeases(self._redis, keys, config.redis.lease_ttl_s),
         )
         self._controller = SearchController(config, services)
         self._probe = _probe(config)

@@ -38,3 +38,66 @@ def _complete(text: str, max_tokens: int) -> Completion:
     kept = words[:max_tokens]
     finish = "stop" if len(words) <= max_tokens else "length"
     return Completion(" ".join(kept), len(kept), finish)
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """One scripted step: its text, the model's mean token log-probability, how it ended."""
+
+    text: str
+    logprob: float = -1.0
+    # "step": ended at a stop string (more steps follow); "eos": the model ended the chain.
+    ending: str = "step"
+
+
+@dataclass
+class StepScript:
+    """Answers step expansions by the path in the prompt, whatever order calls arrive in.
+
+    `proposals` maps the steps so far (a tuple of step texts as the tree stores them) to the
+    proposals for the next step; every proposal is one token per word. Unscripted paths get
+    no proposals, which a test sees as a failure of the search to stay on the script.
+    """
+
+    base_prompt: str
+    delimiter: str
+    proposals: dict[tuple[str, ...], list[Proposal]]
+    requests: list[GenerationRequest] = field(default_factory=list)
+    # Whole chains for requests from the root with no stop and no grammar (a probe).
+    whole_chains: list[str] = field(default_factory=list)
+    # For Game of 24 the stored steps carry "(left: ...)"; the model wrote only what precedes it.
+    strip_bookkeeping: bool = True
+
+    async def generate(self, request: GenerationRequest) -> GenerationResult:
+        self.requests.append(request)
+        path = self.path_of(request.prompt)
+        if not path and not request.stop and request.regex is None:
+            texts = self.whole_chains[: request.n]
+            return GenerationResult(
+                tuple(_complete(t, request.max_tokens) for t in texts), 20, 0, replica="scripted"
+            )
+        scripted = self.proposals.get(path)
+        if scripted is None:
+            raise AssertionError(f"the search asked for a step after an unscripted path {path}")
+        completions = tuple(_proposal(p, request) for p in scripted[: request.n])
+        return GenerationResult(completions, prompt_tokens=20, cached_tokens=0, replica="scripted")
+
+    def path_of(self, prompt: str) -> tuple[str, ...]:
+        assert prompt.startswith(self.base_prompt), prompt
+        rest = prompt[len(self.base_prompt) :]
+        steps = rest.split(self.delimiter)[:-1] if rest else []
+        if self.strip_bookkeeping:
+            steps = [step.split(" (left:")[0] for step in steps]
+        return tuple(steps)
+
+
+def _proposal(proposal: Proposal, request: GenerationRequest) -> Completion:
+    words = proposal.text.split(" ")[: request.max_tokens]
+    ended_at_stop = proposal.ending == "step" and bool(request.stop)
+    return Completion(
+        " ".join(words),
+        len(words),
+        "stop",
+        cumulative_logprob=proposal.logprob * len(words),
+        stop_reason=request.stop[0] if ended_at_stop else None,
+    )

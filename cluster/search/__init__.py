@@ -1,6 +1,14 @@
 """Search strategies: one module each, registered by name and driven by the controller."""
 
-from cluster.search import best_of_n, self_consistency, single_chain
+from cluster.search import (
+    beam_search,
+    best_of_n,
+    compute_optimal,
+    dvts,
+    mcts,
+    self_consistency,
+    single_chain,
+)
 from cluster.search.base import SearchOutcome, SearchStrategy, build_strategy, strategy_names
 from cluster.search.context import (
     BudgetExhausted,
@@ -20,8 +28,12 @@ __all__ = [
     "SearchServices",
     "SearchStrategy",
     "VerifierService",
+    "beam_search",
     "best_of_n",
     "build_strategy",
+    "compute_optimal",
+    "dvts",
+    "mcts",
     "self_consistency",
     "single_chain",
     "strategy_names",

@@ -9,26 +9,33 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
-from cluster.answers import extract_answer
-from cluster.config import EffortBudget
-from cluster.store import BudgetLedger, NodeDraft, ThoughtNode, TreeStore
+from cluster.config import EffortBudget, TaskSettings
+from cluster.search.steps import StepFormat, step_format, task_answer
+from cluster.store import (
+    BudgetLedger,
+    NodeDraft,
+    NodeStatus,
+    Reservation,
+    ThoughtNode,
+    TreeLeases,
+    TreeNotFoundError,
+    TreeStore,
+)
 from cluster.types import (
     Candidate,
+    Completion,
     GenerationRequest,
     GenerationResult,
-    Problem,
     SolveRequest,
-    TaskFamily,
     Usage,
     Verdict,
     VerifyRequest,
     VerifyResult,
 )
-from cluster.verifiers.base import NEUTRAL_SCORE
-from cluster.verifiers.game24 import extract_game24_expression
+from cluster.verifiers.base import NEUTRAL_SCORE, checks_steps_only, uses_model
 
 TOKENS = "tokens"
 VERIFIER_CALLS = "verifier_calls"
@@ -89,19 +96,29 @@ class SearchServices:
     generator: Generator
     verifier: VerifierService
     observer: SearchObserver = NULL_OBSERVER
+    # One planner per tree at a time; None only where a single process owns every tree (tests).
+    leases: TreeLeases | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Chain:
-    """One complete chain of thought: its tree node and the answer extracted from it."""
+    """A chain of thought ending at a tree node: a whole chain, or the path to a step.
+
+    `text` is the path's steps joined as the model wrote them, `path` the node ids from the
+    root, `token_count` the engine's count of every generated token on the path.
+    """
 
     node: ThoughtNode
     answer: str | None
     token_count: int
     finish_reason: str | None
+    text: str
+    path: tuple[str, ...]
+    # Whether anything can still grow from it (tree search); whole chains are finished.
+    terminal: bool = True
 
     def candidate(self) -> Candidate:
-        return Candidate(self.node.node_id, self.node.text, self.answer, self.token_count)
+        return Candidate(self.node.node_id, self.text, self.answer, self.token_count)
 
 
 class BudgetExhausted(RuntimeError):
@@ -114,7 +131,9 @@ class SearchContext:
         request: SolveRequest,
         budget: EffortBudget,
         services: SearchServices,
+        task_settings: TaskSettings | None = None,
     ) -> None:
+        task_settings = task_settings or TaskSettings()
         self.request = request
         self.budget = budget
         self.observer = services.observer
@@ -128,6 +147,10 @@ class SearchContext:
         self.verifier_calls = 0
         self.verifier_completion_tokens = 0
         self.root: ThoughtNode | None = None
+        # Set when a program verified an answer as right: no search can do better.
+        self.solved: Chain | None = None
+        self.steps: StepFormat = step_format(request.problem, task_settings)
+        self._nodes: dict[str, ThoughtNode] = {}
         self._started = time.monotonic()
 
     @property
@@ -143,40 +166,205 @@ class SearchContext:
             self.tree_id, None, [NodeDraft(text=self.request.problem.question, status="expanded")]
         )
         self.root = root
+        self._nodes[root.node_id] = root
         return root
+
+    async def restore(self) -> ThoughtNode:
+        """Load the stored tree of a planner that died, to continue its search."""
+        tree = await self._store.get_tree(self.tree_id)
+        if tree is None:
+            raise TreeNotFoundError(self.tree_id)
+        roots = [node for node in tree.nodes if node.parent_id is None]
+        if not roots:
+            return await self.start()
+        self.root = roots[0]
+        self._nodes = {node.node_id: node for node in tree.nodes}
+        for node in tree.nodes:
+            if node.parent_id is not None:
+                chain = self.chain_of(node)
+                self.chains.append(chain)
+                if node.score is not None:
+                    self.scores[node.node_id] = node.score
+        return self.root
+
+    # -- the tree as this search knows it --
+
+    def node(self, node_id: str) -> ThoughtNode:
+        return self._nodes[node_id]
+
+    def path_to(self, node: ThoughtNode) -> list[ThoughtNode]:
+        """The nodes from the root's first child down to `node`."""
+        path = []
+        current: ThoughtNode | None = node
+        while current is not None and current.parent_id is not None:
+            path.append(current)
+            current = self._nodes.get(current.parent_id)
+        return path[::-1]
+
+    def children_of(self, node: ThoughtNode) -> list[ThoughtNode]:
+        return [n for n in self._nodes.values() if n.parent_id == node.node_id]
+
+    def open_nodes(self) -> list[ThoughtNode]:
+        """Steps waiting to be expanded."""
+        return [n for n in self._nodes.values() if n.status == "open" and n.parent_id is not None]
+
+    def chain_of(self, node: ThoughtNode) -> Chain:
+        path = self.path_to(node)
+        assert self.root is not None
+        return Chain(
+            node=node,
+            answer=node.answer,
+            token_count=sum(n.completion_tokens for n in path),
+            finish_reason="stop" if node.answer is not None else "length",
+            text=self.steps.chain_text([n.text for n in path]),
+            path=(self.root.node_id, *(n.node_id for n in path)),
+            terminal=node.status != "open",
+        )
+
+    def answered(self) -> list[Chain]:
+        return [c for c in self.chains if c.answer is not None]
+
+    async def set_status(self, chains: Sequence[Chain], status: NodeStatus) -> None:
+        for chain in chains:
+            node = await self._store.update_node(self.tree_id, chain.node.node_id, status=status)
+            self._nodes[node.node_id] = node
+
+    async def backpropagate(self, path: Sequence[ThoughtNode], value: float) -> None:
+        """Count one evaluation of `value` on every node of `path` (MCTS statistics)."""
+        await self._store.backpropagate(self.tree_id, [n.node_id for n in path], value)
+        for node in path:
+            current = self._nodes[node.node_id]
+            self._nodes[node.node_id] = replace(
+                current, visits=current.visits + 1, value_sum=current.value_sum + value
+            )
+
+    async def tokens_left(self) -> int:
+        return (await self._ledger.snapshot(self.tree_id)).remaining(TOKENS)
+
+    async def note(self, event: str, **fields: str) -> None:
+        """Record a decision of the search on the tree (meta fields) and as an event."""
+        await self._store.set_meta_fields(self.tree_id, **fields)
+        await self._store.append_event(self.tree_id, event, dict(fields))
+
+    async def notes(self) -> dict[str, str]:
+        meta = await self._store.get_meta(self.tree_id)
+        return dict(meta.extra) if meta is not None else {}
+
+    async def progress(self, depth: int, best: Chain | None) -> None:
+        """A progress event: the best path so far and how much was explored and pruned."""
+        pruned = sum(1 for n in self._nodes.values() if n.status == "pruned")
+        steps = [n.text for n in self.path_to(best.node)] if best is not None else []
+        await self._store.append_event(
+            self.tree_id,
+            "progress",
+            {
+                "depth": depth,
+                "best_path": [step[:200] for step in steps],
+                "explored": len(self.chains),
+                "pruned": pruned,
+                "best_score": self.scores.get(best.node.node_id) if best is not None else None,
+            },
+        )
 
     def verification_tokens(self, chains: int) -> int:
         """Reasoning tokens the effort's verifiers will need to judge this many chains."""
         return JUDGE_TOKENS_PER_CALL * chains if "judge" in self.budget.verifiers else 0
 
-    async def sample_chains(self, n: int, hold_back: int = 0) -> list[Chain]:
-        """Grow up to `n` chains from the root in one batched engine call.
+    async def sample_chains(self, n: int, hold_back: int = 0, max_tokens: int | None = None) -> list[Chain]:
+        """Grow up to `n` whole chains from the root in one batched engine call.
 
-        `hold_back` tokens of the budget stay unreserved, for verifying these chains later.
+        `hold_back` tokens of the budget stay unreserved, for verifying these chains later;
+        `max_tokens` caps each chain below the effort's max_tokens_per_branch.
         """
         if self.root is None:
             raise RuntimeError("start() the search before sampling")
-        want = n * self.budget.max_tokens_per_branch
+        per_chain = min(max_tokens or self.budget.max_tokens_per_branch, self.budget.max_tokens_per_branch)
+        want = n * per_chain
         if hold_back:
             remaining = (await self._ledger.snapshot(self.tree_id)).remaining(TOKENS)
             # Holding back must not starve the chains themselves: a chain beats a judge.
             spendable = remaining - hold_back if remaining - hold_back >= MIN_TOKENS_PER_CHAIN else remaining
             want = min(want, max(spendable, 0))
         async with self._ledger.reservation(self.tree_id, TOKENS, want) as reservation:
-            n, max_tokens = _fit_chains(n, reservation.amount, self.budget.max_tokens_per_branch)
-            result = await self._generator.generate(
-                GenerationRequest(
-                    prompt=self.request.prompt,
-                    n=n,
-                    max_tokens=max_tokens,
-                    temperature=self.budget.temperature,
-                    top_k=self.budget.top_k,
-                    seed=self.request.seed,
-                )
+            n, max_tokens = _fit_chains(n, reservation.amount, per_chain)
+            result = await self._generate(reservation, self.request.prompt, n, max_tokens, self.request.seed)
+        answers = [task_answer(self.request.problem, c.text) for c in result.completions]
+        # A whole chain is finished whether or not it stated an answer: nothing grows from it.
+        drafts = [
+            _draft(completion, result, answer, "answer")
+            for completion, answer in zip(result.completions, answers, strict=True)
+        ]
+        return await self._record(self.root, drafts, result)
+
+    async def expand(self, node: ThoughtNode, k: int) -> list[Chain]:
+        """Propose up to `k` next steps after `node` in one batched engine call.
+
+        Identical proposals become one child: the tree holds distinct steps. The last step
+        the depth limit allows must end the chain.
+        """
+        steps = [n.text for n in self.path_to(node)]
+        final = len(steps) + 1 >= self.budget.max_depth
+        shape = self.steps.request(steps, final)
+        per_step = self.budget.max_tokens_per_branch if final else self.budget.max_tokens_per_step
+        async with self._ledger.reservation(self.tree_id, TOKENS, k * per_step) as reservation:
+            k, max_tokens = _fit_chains(k, reservation.amount, per_step)
+            prompt = self.steps.prompt(self.request.prompt, steps)
+            seed = None if self.request.seed is None else self.request.seed + _node_number(node)
+            result = await self._generate(reservation, prompt, k, max_tokens, seed, shape.stop, shape.regex)
+        # Siblings from an earlier expansion count too: a step already in the tree adds nothing.
+        drafts: dict[str, NodeDraft] = {}
+        known = {child.text for child in self.children_of(node)}
+        for completion in result.completions:
+            step = self.steps.read(steps, completion, final)
+            status: NodeStatus = "open" if not step.terminal else "answer" if step.answer else "pruned"
+            if step.text not in known:
+                drafts.setdefault(step.text, _draft(completion, result, step.answer, status, step.text))
+        return await self._record(node, list(drafts.values()), result)
+
+    async def _generate(
+        self,
+        reservation: Reservation,
+        prompt: str,
+        n: int,
+        max_tokens: int,
+        seed: int | None,
+        stop: tuple[str, ...] = (),
+        regex: str | None = None,
+    ) -> GenerationResult:
+        result = await self._generator.generate(
+            GenerationRequest(
+                prompt=prompt,
+                n=n,
+                max_tokens=max_tokens,
+                temperature=self.budget.temperature,
+                top_k=self.budget.top_k,
+                seed=seed,
+                stop=stop,
+                # The sampled tokens' own log-probabilities: the model's confidence in a step.
+                logprobs=0,
+                regex=regex,
+                affinity_key=self.tree_id,
             )
-            reservation.use(sum(c.token_count for c in result.completions))
-        chains = await self._record_chains(result)
-        tokens = sum(c.token_count for c in chains)
+        )
+        reservation.use(sum(c.token_count for c in result.completions))
+        # vLLM reports the shared prompt once per batched request: it is prefilled once.
+        self.usage += Usage(
+            prompt_tokens=result.prompt_tokens,
+            completion_tokens=sum(c.token_count for c in result.completions),
+            cached_tokens=result.cached_tokens,
+        )
+        return result
+
+    async def _record(
+        self, parent: ThoughtNode, drafts: Sequence[NodeDraft], result: GenerationResult
+    ) -> list[Chain]:
+        nodes = await self._store.add_nodes(self.tree_id, parent.node_id, drafts)
+        if parent.status == "open":
+            self._nodes[parent.node_id] = replace(parent, status="expanded")
+        self._nodes.update((node.node_id, node) for node in nodes)
+        chains = [self.chain_of(node) for node in nodes]
+        self.chains.extend(chains)
+        tokens = sum(c.token_count for c in result.completions)
         await self._store.append_event(
             self.tree_id, "chains", {"count": len(chains), "tokens": tokens, "replica": result.replica}
         )
@@ -191,44 +379,20 @@ class SearchContext:
         depth = max((c.node.depth for c in self.chains), default=0)
         return nodes, depth
 
-    async def _record_chains(self, result: GenerationResult) -> list[Chain]:
-        assert self.root is not None
-        # vLLM reports the shared prompt once per batched request: it is prefilled once.
-        self.usage += Usage(
-            prompt_tokens=result.prompt_tokens,
-            completion_tokens=sum(c.token_count for c in result.completions),
-            cached_tokens=result.cached_tokens,
-        )
-        answers = [task_answer(self.request.problem, c.text) for c in result.completions]
-        drafts = [
-            NodeDraft(
-                text=completion.text,
-                completion_tokens=completion.token_count,
-                prompt_tokens=result.prompt_tokens,
-                cached_tokens=result.cached_tokens,
-                replica=result.replica,
-                answer=answer,
-                status="answer" if answer is not None else "open",
-            )
-            for completion, answer in zip(result.completions, answers, strict=True)
-        ]
-        nodes = await self._store.add_nodes(self.tree_id, self.root.node_id, drafts)
-        chains = [
-            Chain(node, answer, completion.token_count, completion.finish_reason)
-            for node, answer, completion in zip(nodes, answers, result.completions, strict=True)
-        ]
-        self.chains.extend(chains)
-        return chains
-
     async def verify(self, chains: Sequence[Chain]) -> list[float]:
-        """Score chains with the effort's verifiers; chains past the call budget stay neutral."""
-        if not chains or not self.budget.verifiers:
+        """Score chains with the effort's verifiers; chains past the call budget stay neutral.
+
+        Unfinished paths have no answer yet: only the verifiers of steps score them.
+        """
+        unfinished = any(not c.terminal for c in chains)
+        names = tuple(v for v in self.budget.verifiers if not unfinished or checks_steps_only(v))
+        if not chains or not names:
             return [NEUTRAL_SCORE] * len(chains)
         async with self._ledger.reservation(self.tree_id, VERIFIER_CALLS, len(chains)) as calls:
             judged = list(chains[: calls.amount])
-            wanted = self.verification_tokens(len(judged))
+            wanted = self.verification_tokens(len(judged)) if names == self.budget.verifiers else 0
             async with self._ledger.reservation(self.tree_id, TOKENS, wanted) as tokens:
-                verifiers = self.budget.verifiers
+                verifiers = names
                 if tokens.amount < wanted:
                     # The budget cannot pay the model judge: the programs still judge.
                     verifiers = tuple(v for v in verifiers if v != "judge")
@@ -248,20 +412,16 @@ class SearchContext:
     async def _record_verdicts(self, chain: Chain, verdicts: Sequence[Verdict]) -> float:
         score = combined_score(verdicts)
         self.scores[chain.node.node_id] = score
-        await self._store.update_node(
+        node = await self._store.update_node(
             self.tree_id,
             chain.node.node_id,
             score=score,
             scores={v.verifier: v.score for v in verdicts if v.passed is not None},
         )
+        self._nodes[node.node_id] = node
+        if self.solved is None and chain.answer is not None and _proven(verdicts):
+            self.solved = chain
         return score
-
-
-def task_answer(problem: Problem, text: str) -> str | None:
-    """The final answer in the task family's own format (Game of 24: the expression)."""
-    if problem.task is TaskFamily.GAME24:
-        return extract_game24_expression(text)
-    return extract_answer(text)
 
 
 # Share of a chain's score that its steps decide once its answer has been judged.
@@ -280,8 +440,42 @@ def combined_score(verdicts: Sequence[Verdict]) -> float:
     return (1 - STEP_WEIGHT) * answer + STEP_WEIGHT * (steps if steps is not None else NEUTRAL_SCORE)
 
 
+def _proven(verdicts: Sequence[Verdict]) -> bool:
+    """A program (not a model's opinion) checked the answer and found it right."""
+    return any(v.passed and v.judges_answer and not uses_model(v.verifier) for v in verdicts)
+
+
 def _mean(values: Sequence[float]) -> float | None:
     return sum(values) / len(values) if values else None
+
+
+def _draft(
+    completion: Completion,
+    result: GenerationResult,
+    answer: str | None,
+    status: NodeStatus,
+    text: str | None = None,
+) -> NodeDraft:
+    mean_logprob = (
+        completion.cumulative_logprob / completion.token_count
+        if completion.cumulative_logprob is not None and completion.token_count
+        else None
+    )
+    return NodeDraft(
+        text=completion.text if text is None else text,
+        completion_tokens=completion.token_count,
+        prompt_tokens=result.prompt_tokens,
+        cached_tokens=result.cached_tokens,
+        replica=result.replica,
+        answer=answer,
+        status=status,
+        logprob=mean_logprob,
+    )
+
+
+def _node_number(node: ThoughtNode) -> int:
+    digits = node.node_id.lstrip("n")
+    return int(digits) if digits.isdigit() else 0
 
 
 def _fit_chains(n: int, tokens: int, per_chain: int) -> tuple[int, int]:

@@ -1,15 +1,22 @@
-"""The search controller the planner deployment runs: one tree from start to finish."""
+"""The search controller the planner deployment runs: one tree from start to finish.
+
+It holds the tree's lease while it searches, so that only one planner works on a tree; a
+planner that takes over the tree of a dead one resumes from what the tree in Redis holds.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
+import time
 
 from cluster.config import ClusterConfig, EffortBudget
 from cluster.search.base import SearchOutcome, build_strategy
 from cluster.search.context import SearchContext, SearchServices
 from cluster.search.summary import summarize
-from cluster.store import FinalTreeStatus
+from cluster.store import FinalTreeStatus, Lease, LeaseLostError
 from cluster.types import SolveRequest, SolveResult
 
 logger = logging.getLogger(__name__)
@@ -25,6 +32,7 @@ class SearchController:
         self._services = services
         self._store = services.store
         self._observer = services.observer
+        self._holder = f"{socket.gethostname()}:{os.getpid()}"
 
     def budget_for(self, request: SolveRequest) -> EffortBudget:
         budget = self._config.budget_for(request.effort)
@@ -38,13 +46,29 @@ class SearchController:
         )
 
     async def solve(self, request: SolveRequest) -> SolveResult:
+        leases = self._services.leases
+        if leases is None:
+            return await self._solve(request, None)
+        # A resumed tree waits out its dead planner's lease; a new tree has no other holder.
+        wait_s = 2 * leases.ttl_s if request.resume else 0.0
+        async with leases.hold(request.tree_id, self._holder, wait_s) as lease:
+            try:
+                return await self._solve(request, lease)
+            except asyncio.CancelledError:
+                if lease.lost:
+                    raise LeaseLostError(f"lost the lease of tree {request.tree_id}") from None
+                raise
+
+    async def _solve(self, request: SolveRequest, lease: Lease | None) -> SolveResult:
         budget = self.budget_for(request)
         strategy = build_strategy(budget.strategy)
-        ctx = SearchContext(request, budget, self._services)
+        ctx = SearchContext(request, budget, self._services, self._config.task_settings(request.problem.task))
         try:
-            await ctx.start()
-            outcome = await asyncio.wait_for(strategy.run(ctx), timeout=budget.deadline_s)
+            deadline_s = await self._begin(ctx, budget)
+            outcome = await asyncio.wait_for(strategy.run(ctx), timeout=deadline_s)
         except BaseException as exc:
+            if lease is not None and lease.lost:
+                raise  # the tree belongs to another planner now: leave it alone
             await self._store.finish_tree(
                 request.tree_id, _failure_status(exc), (), self._config.redis.tree_ttl_s
             )
@@ -56,8 +80,23 @@ class SearchController:
                 ) from exc
             raise
         result = await self._finish(ctx, outcome, strategy.name)
-        self._observed(ctx, strategy.name, "done", discarded=len(ctx.chains) - 1)
+        self._observed(ctx, strategy.name, "done", discarded=len(ctx.chains) - len(outcome.winner.path) + 1)
         return result
+
+    async def _begin(self, ctx: SearchContext, budget: EffortBudget) -> float:
+        """Start the tree, or take over a dead planner's; the seconds left to the deadline."""
+        if not ctx.request.resume:
+            await ctx.start()
+            return budget.deadline_s
+        await ctx.restore()
+        voided = await self._services.ledger.void_reservations(ctx.tree_id)
+        meta = await self._store.get_meta(ctx.tree_id)
+        elapsed = time.time() - meta.created_at if meta is not None else 0.0
+        await self._store.append_event(
+            ctx.tree_id, "resumed", {"nodes": len(ctx.chains) + 1, "voided_reservations": voided}
+        )
+        logger.info("resumed tree %s with %d nodes after %.1f s", ctx.tree_id, len(ctx.chains), elapsed)
+        return max(budget.deadline_s - elapsed, 0.001)
 
     def _observed(self, ctx: SearchContext, strategy: str, outcome: str, discarded: int) -> None:
         nodes, depth = ctx.tree_shape()
@@ -66,11 +105,9 @@ class SearchController:
         )
 
     async def _finish(self, ctx: SearchContext, outcome: SearchOutcome, strategy: str) -> SolveResult:
-        assert ctx.root is not None
         winner = outcome.winner
-        path = (ctx.root.node_id, winner.node.node_id)
-        answer = winner.answer or winner.node.text.strip()
-        summary = summarize(winner.node.text, winner.answer, outcome.reason)
+        answer = winner.answer or winner.text.strip()
+        summary = summarize(winner.text, winner.answer, outcome.reason)
         await self._store.set_meta_fields(
             ctx.tree_id,
             answer=answer,
@@ -78,7 +115,7 @@ class SearchController:
             reason=outcome.reason,
             verifier_completion_tokens=str(ctx.verifier_completion_tokens),
         )
-        await self._store.finish_tree(ctx.tree_id, "done", path, self._config.redis.tree_ttl_s)
+        await self._store.finish_tree(ctx.tree_id, "done", winner.path, self._config.redis.tree_ttl_s)
         await self._store.append_event(
             ctx.tree_id, "done", {"answer": answer[:200], "reason": outcome.reason}
         )
@@ -91,7 +128,7 @@ class SearchController:
             usage=ctx.usage,
             branches=len(ctx.chains),
             verifier_calls=ctx.verifier_calls,
-            winning_path=path,
+            winning_path=winner.path,
             finish_reason="stop" if winner.finish_reason == "stop" else "length",
         )
 

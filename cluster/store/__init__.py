@@ -2,6 +2,7 @@
 
 from cluster.store.budget import BudgetLedger, BudgetSnapshot, Reservation
 from cluster.store.keys import DEFAULT_PREFIX, KeySpace, TreeKeys, TreeNotFoundError
+from cluster.store.lease import Lease, LeaseBusyError, LeaseLostError, TreeLeases
 from cluster.store.redis_server import EmbeddedRedis, RedisServerError, find_redis_server
 from cluster.store.tree import (
     EVENTS_MAXLEN,
@@ -25,6 +26,9 @@ __all__ = [
     "EmbeddedRedis",
     "FinalTreeStatus",
     "KeySpace",
+    "Lease",
+    "LeaseBusyError",
+    "LeaseLostError",
     "NodeDraft",
     "NodeNotFoundError",
     "NodeStatus",
@@ -34,6 +38,7 @@ __all__ = [
     "ThoughtTree",
     "TreeExistsError",
     "TreeKeys",
+    "TreeLeases",
     "TreeMeta",
     "TreeNotFoundError",
     "TreeStatus",

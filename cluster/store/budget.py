@@ -76,6 +76,22 @@ return 1
 )
 
 
+# Zeroes every outstanding reservation: only for a new lease holder taking over a tree
+# whose previous holder died holding them (its engine calls died with it).
+_VOID_RESERVATIONS_LUA = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+local fields = redis.call('HKEYS', KEYS[2])
+local voided = 0
+for _, name in ipairs(fields) do
+  if string.sub(name, 1, 9) == 'reserved:' then
+    voided = voided + (tonumber(redis.call('HGET', KEYS[2], name)) or 0)
+    redis.call('HSET', KEYS[2], name, '0')
+  end
+end
+return voided
+"""
+
+
 @dataclass(frozen=True, slots=True)
 class BudgetSnapshot:
     """One consistent read of a tree's ledger, per resource (e.g. "tokens", "verifier_calls")."""
@@ -151,6 +167,7 @@ class BudgetLedger:
         self._grant = redis.register_script(_GRANT_LUA)
         self._reserve = redis.register_script(_RESERVE_LUA)
         self._settle = redis.register_script(_SETTLE_LUA)
+        self._void = redis.register_script(_VOID_RESERVATIONS_LUA)
 
     def _ledger_keys(self, tree_id: str) -> list[str]:
         keys = self._keys.tree(tree_id)
@@ -210,6 +227,13 @@ class BudgetLedger:
                 f"tree {tree_id!r} holds less than {reserved} reserved {resource}: "
                 "the reservation was already settled or released"
             )
+
+    async def void_reservations(self, tree_id: str) -> int:
+        """Return every outstanding reservation of a tree whose planner died; the total voided."""
+        result = int(await self._void(keys=self._ledger_keys(tree_id), args=[]))
+        if result == _NO_TREE:
+            raise TreeNotFoundError(tree_id)
+        return result
 
     async def snapshot(self, tree_id: str) -> BudgetSnapshot:
         raw = await _await(self._redis.hgetall(self._keys.tree(tree_id).budget))

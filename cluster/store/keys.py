@@ -62,6 +62,11 @@ class TreeKeys:
         return self._key("events")
 
     @property
+    def lease(self) -> str:
+        """The planner lease: who runs the search of this tree right now."""
+        return self._key("lease")
+
+    @property
     def counter(self) -> str:
         """String counter that allocates node ids."""
         return self._key("counter")

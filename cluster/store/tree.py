@@ -86,6 +86,8 @@ class NodeDraft:
     replica: str | None = None
     answer: str | None = None
     status: NodeStatus = "open"
+    # Mean log-probability of the step's tokens under the model (its own confidence).
+    logprob: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +105,14 @@ class ThoughtNode:
     answer: str | None = None
     replica: str | None = None
     created_at: float = 0.0
+    logprob: float | None = None
+    # Tree search statistics (MCTS): evaluations backed up through this node and their sum.
+    visits: int = 0
+    value_sum: float = 0.0
+
+    @property
+    def mean_value(self) -> float | None:
+        return self.value_sum / self.visits if self.visits else None
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> ThoughtNode:
@@ -163,6 +173,7 @@ return 1
 # object per draft without node_id/parent_id/depth, which are spliced in front of it.
 _ADD_NODES_LUA = (
     LUA_INHERIT_TTL
+    + _LUA_ENCODE
     + """
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'notree'} end
 local parent = ARGV[1]
@@ -171,8 +182,15 @@ local parent_json = 'null'
 if parent ~= '' then
   local raw = redis.call('HGET', KEYS[2], parent)
   if not raw then return {'nonode', parent} end
-  depth = cjson.decode(raw).depth + 1
+  local parent_node = cjson.decode(raw)
+  depth = parent_node.depth + 1
   parent_json = cjson.encode(parent)
+  -- Children and the parent's new status land together: a resumed search never sees an
+  -- open node that already has children.
+  if parent_node.status == 'open' then
+    parent_node.status = 'expanded'
+    redis.call('HSET', KEYS[2], parent, enc(parent_node))
+  end
 end
 local n = #ARGV - 1
 local last = redis.call('INCRBY', KEYS[4], n)
@@ -222,6 +240,25 @@ else
   redis.call('ZREM', KEYS[3], id)
 end
 return {'ok', out}
+"""
+)
+
+# KEYS: meta, nodes. ARGV: value, then the node ids to update (a path, leaf to root).
+_BACKPROPAGATE_LUA = (
+    _LUA_ENCODE
+    + """
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'notree'} end
+local value = tonumber(ARGV[1])
+for i = 2, #ARGV do
+  if redis.call('HEXISTS', KEYS[2], ARGV[i]) == 0 then return {'nonode', ARGV[i]} end
+end
+for i = 2, #ARGV do
+  local node = cjson.decode(redis.call('HGET', KEYS[2], ARGV[i]))
+  node.visits = (tonumber(node.visits) or 0) + 1
+  node.value_sum = (tonumber(node.value_sum) or 0) + value
+  redis.call('HSET', KEYS[2], ARGV[i], enc(node))
+end
+return {'ok'}
 """
 )
 
@@ -341,6 +378,9 @@ def _draft_body(draft: NodeDraft, now: float) -> str:
         "answer": draft.answer,
         "replica": draft.replica,
         "created_at": now,
+        "logprob": None if draft.logprob is None else _finite("logprob", draft.logprob),
+        "visits": 0,
+        "value_sum": 0.0,
     }
     return json.dumps(body, separators=(",", ":"))
 
@@ -374,6 +414,7 @@ class TreeStore:
         self._add_nodes = redis.register_script(_ADD_NODES_LUA)
         self._update_node = redis.register_script(_UPDATE_NODE_LUA)
         self._set_meta = redis.register_script(_SET_META_LUA)
+        self._backpropagate = redis.register_script(_BACKPROPAGATE_LUA)
         self._finish = redis.register_script(_FINISH_LUA)
         self._append_event = redis.register_script(_APPEND_EVENT_LUA)
 
@@ -459,6 +500,15 @@ class TreeStore:
         items = _reply_items(reply)
         self._raise_for(tree_id, items)
         return ThoughtNode.from_json(items[1])
+
+    async def backpropagate(self, tree_id: str, node_ids: Sequence[str], value: float) -> None:
+        """Count one evaluation of `value` on every node of a path, in one atomic step."""
+        if not node_ids:
+            return
+        keys = self.keys(tree_id)
+        args = [repr(_finite("value", value)), *node_ids]
+        reply = _reply_items(await self._backpropagate(keys=[keys.meta, keys.nodes], args=args))
+        self._raise_for(tree_id, reply)
 
     async def get_node(self, tree_id: str, node_id: str) -> ThoughtNode | None:
         raw = await _await(self._redis.hget(self.keys(tree_id).nodes, node_id))

@@ -78,6 +78,18 @@ def build_verifier(name: str, **kwargs: Any) -> Verifier:
     return cls(**kwargs)
 
 
+def uses_model(name: str) -> bool:
+    """Whether the verifier called `name` asks a model (and so costs engine tokens)."""
+    cls = _REGISTRY.get(name) or _load_lazy(name)
+    return cls is not None and cls.uses_model
+
+
+def checks_steps_only(name: str) -> bool:
+    """Whether the verifier called `name` judges the steps of a chain, never its answer."""
+    cls = _REGISTRY.get(name) or _load_lazy(name)
+    return cls is not None and not cls.judges_answer
+
+
 def known_verifiers() -> list[str]:
     return sorted(_REGISTRY)
 

@@ -200,3 +200,102 @@ def _well_formed_tail(segment: str) -> str:
             if _looks_like_expression(tail):
                 return tail
     return segment
+
+
+# --- steps: "a op b = c (left: x y z)" -------------------------------------------------
+
+_STEP = re.compile(
+    r"^\s*(?P<a>-?\d+(?:/\d+)?) (?P<op>[-+*/]) (?P<b>-?\d+(?:/\d+)?) = (?P<c>-?\d+(?:/\d+)?)"
+    r"(?: \(left: (?P<left>[-\d/ ]*)\))?\s*$"
+)
+_OPERATIONS = {
+    "+": lambda a, b: a + b,
+    "-": lambda a, b: a - b,
+    "*": lambda a, b: a * b,
+    "/": lambda a, b: a / b if b else None,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Game24Step:
+    """One proposed step: two numbers combined into a claimed result, and the numbers left."""
+
+    a: Fraction
+    op: str
+    b: Fraction
+    claimed: Fraction
+    # The numbers the step says are left; None when the step does not say.
+    left: tuple[Fraction, ...] | None
+
+    def true_value(self) -> Fraction | None:
+        value: Fraction | None = _OPERATIONS[self.op](self.a, self.b)
+        return value
+
+
+def parse_game24_step(line: str) -> Game24Step | None:
+    match = _STEP.match(line)
+    if match is None:
+        return None
+    left = match.group("left")
+    return Game24Step(
+        Fraction(match.group("a")),
+        match.group("op"),
+        Fraction(match.group("b")),
+        Fraction(match.group("c")),
+        None if left is None else tuple(Fraction(n) for n in left.split()),
+    )
+
+
+def number_text(value: Fraction) -> str:
+    """A number as steps write it: "13", "-2", "13/4"."""
+    return str(value.numerator) if value.denominator == 1 else f"{value.numerator}/{value.denominator}"
+
+
+def apply_step(pool: Sequence[Fraction], step: Game24Step) -> tuple[list[Fraction], str | None]:
+    """The pool after the step (the step's claimed result replacing its two operands) and
+    what is wrong with the step, if anything: operands not in the pool, wrong arithmetic, a
+    wrong list of numbers left."""
+    remaining = list(pool)
+    for operand in (step.a, step.b):
+        if operand not in remaining:
+            return remaining, f"{number_text(operand)} is not among the numbers left"
+        remaining.remove(operand)
+    remaining.append(step.claimed)
+    value = step.true_value()
+    stated = f"{number_text(step.a)} {step.op} {number_text(step.b)}"
+    if value is None:
+        return remaining, f"{stated} divides by zero"
+    if value != step.claimed:
+        return remaining, f"{stated} is {number_text(value)}, not {number_text(step.claimed)}"
+    if step.left is not None and Counter(step.left) != Counter(remaining):
+        listed = " ".join(number_text(n) for n in sorted(remaining))
+        return remaining, f"the numbers left are {listed}"
+    return remaining, None
+
+
+@register_verifier
+class Game24StepsVerifier(Verifier):
+    """Checks every step of a Game of 24 chain exactly; says nothing about the final answer.
+
+    Score: the share of steps that are right up to the first wrong one (a wrong step makes
+    everything after it meaningless). Abstains when the chain has no steps in the format.
+    """
+
+    name: ClassVar[str] = "game24_steps"
+    judges_answer: ClassVar[bool] = False
+
+    def applies_to(self, problem: Problem) -> bool:
+        return problem.task is TaskFamily.GAME24 and problem.numbers is not None
+
+    async def verify(self, problem: Problem, candidate: Candidate) -> Verdict:
+        if problem.numbers is None:
+            return self.abstain("not a Game of 24 problem")
+        steps = [step for line in candidate.text.splitlines() if (step := parse_game24_step(line))]
+        if not steps:
+            return self.abstain("no steps of the form 'a op b = c (left: ...)'")
+        pool = [Fraction(n) for n in problem.numbers]
+        for index, step in enumerate(steps):
+            pool, problem_found = apply_step(pool, step)
+            if problem_found is not None:
+                return self.verdict(index / len(steps), False, f"step {index + 1}: {problem_found}")
+        return self.verdict(1.0, True, f"all {len(steps)} steps are right")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 import json
 import random
 import time
@@ -229,7 +230,10 @@ async def test_concurrent_add_nodes_get_unique_ids_and_depths(redis_server: str)
         for node in created:
             assert node.parent_id is not None
             assert node.depth == by_id[node.parent_id].depth + 1
-            assert by_id[node.node_id] == node
+            # A node that got children was marked expanded in the same atomic step.
+            parents = {n.parent_id for n in created}
+            expected_status = "expanded" if node.node_id in parents else "open"
+            assert by_id[node.node_id] == replace(node, status=expected_status)
         # The edge index agrees with the parent links stored in the nodes.
         for parent_id in {n.parent_id for n in created}:
             assert parent_id is not None
@@ -256,7 +260,7 @@ async def test_finish_marks_winner_and_sets_result_ttl(redis_client: Redis) -> N
     with pytest.raises(NodeNotFoundError):
         await store.finish_tree("t1", "done", [root.node_id, "n404"], 60)
     assert (await store.get_meta("t1")).status == "running"  # type: ignore[union-attr]
-    assert (await store.get_node("t1", root.node_id)).status == "open"  # type: ignore[union-attr]
+    assert (await store.get_node("t1", root.node_id)).status == "expanded"  # type: ignore[union-attr]
 
     path = [root.node_id, a.node_id, answer.node_id]
     await store.finish_tree("t1", "done", path, result_ttl_s=120)

@@ -1,0 +1,286 @@
+"""Tree search strategies on a scripted engine, with the real Redis store: exact behaviour."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from redis.asyncio import Redis
+
+from cluster.config import ClusterConfig, load_config
+from cluster.prompts import build_problem
+from cluster.search.context import TOKENS, VERIFIER_CALLS, SearchServices
+from cluster.search.controller import SearchController
+from cluster.search.mcts import priors, select_child
+from cluster.store import BudgetLedger, KeySpace, NodeDraft, ThoughtNode, TreeLeases, TreeMeta, TreeStore
+from cluster.types import ChatMessage, Effort, Problem, SolveRequest, SolveResult, TaskFamily
+from cluster.verifiers import build_verifier
+from cluster.verifiers.service import VerificationService
+from tests.scripted import Proposal, StepScript
+
+pytestmark = pytest.mark.integration
+
+P = Proposal
+PUZZLE = build_problem((ChatMessage("user", "4 9 10 13"),), TaskFamily.GAME24)
+SOLUTION = "(13 - 9) * (10 - 4)"
+# Paths of a Game of 24 search, as the model writes its steps (without the "(left: ...)").
+GAME24_SCRIPT: dict[tuple[str, ...], list[Proposal]] = {
+    (): [P("13 - 9 = 4", -0.1), P("4 * 9 = 35", -0.05), P("10 - 4 = 6", -0.9), P("4 + 9 = 13", -0.5)],
+    ("13 - 9 = 4",): [P("10 - 4 = 6", -0.2), P("4 * 4 = 16", -0.3)],
+    ("4 + 9 = 13",): [P("13 + 13 = 26", -0.1), P("10 * 13 = 130", -0.2)],
+    ("4 + 9 = 13", "13 + 13 = 26"): [P("26 - 10 = 16", -0.1), P("26 * 10 = 260", -0.2)],
+    ("13 - 9 = 4", "10 - 4 = 6"): [P("4 * 6 = 24", -0.4), P("6 - 4 = 2", -0.3)],
+    ("13 - 9 = 4", "4 * 4 = 16"): [P("16 + 10 = 26", -0.4), P("16 - 10 = 6", -0.3)],
+    ("4 + 9 = 13", "10 * 13 = 130"): [P("130 - 13 = 117", -0.4), P("130 / 13 = 10", -0.3)],
+}
+
+
+def tree_config(strategy: str, tokens: int = 400, branches: int = 4, width: int = 2) -> ClusterConfig:
+    budget = {
+        "strategy": strategy,
+        "max_branches": branches,
+        "beam_width": width,
+        "max_tokens_per_step": 8,
+        "max_tokens_per_branch": 32,
+        "max_reasoning_tokens": tokens,
+        "max_verifier_calls": 100,
+        "deadline_s": 10,
+        "verifiers": ["game24_steps", "game24", "arithmetic"],
+        "probe_branches": 3,
+        "probe_tokens_per_branch": 16,
+    }
+    return load_config().with_overrides({"efforts": {"high": budget}})
+
+
+class Harness:
+    def __init__(self, redis: Redis, config: ClusterConfig, engine: StepScript, leases: bool = False) -> None:
+        keys = KeySpace("test")
+        self.store, self.ledger = TreeStore(redis, keys), BudgetLedger(redis, keys)
+        self.leases = TreeLeases(redis, keys, ttl_s=0.6) if leases else None
+        verifiers = VerificationService(
+            {n: build_verifier(n) for n in ("game24_steps", "game24", "arithmetic", "numeric")}
+        )
+        services = SearchServices(self.store, self.ledger, engine, verifiers, leases=self.leases)
+        self.controller = SearchController(config, services)
+        self.config = config
+
+    async def create(self, tree_id: str, tokens: int | None = None) -> int:
+        budget = self.config.budget_for(Effort.HIGH)
+        granted = tokens or budget.max_reasoning_tokens
+        meta = TreeMeta(tree_id, "tenant", "high", budget.strategy, created_at=time.time())
+        await self.store.create_tree(meta, 600)
+        await self.ledger.grant(tree_id, {TOKENS: granted, VERIFIER_CALLS: budget.max_verifier_calls})
+        return granted
+
+    async def solve(
+        self, tree_id: str, problem: Problem = PUZZLE, resume: bool = False, create: bool = True
+    ) -> SolveResult:
+        if create:
+            await self.create(tree_id)
+        budget = self.config.budget_for(Effort.HIGH)
+        request = SolveRequest(
+            tree_id, "tenant", Effort.HIGH, problem, "PROMPT", budget.max_reasoning_tokens, resume=resume
+        )
+        return await self.controller.solve(request)
+
+
+def game24_engine(script: dict[tuple[str, ...], list[Proposal]] = GAME24_SCRIPT) -> StepScript:
+    return StepScript("PROMPT", "\n", script)
+
+
+def statuses(nodes: list[ThoughtNode]) -> dict[str, str]:
+    return {n.text.split(" (left:")[0]: n.status for n in nodes if n.parent_id is not None}
+
+
+async def test_beam_search_keeps_the_best_steps_and_finds_the_verified_answer(redis_client: Redis) -> None:
+    engine = game24_engine()
+    harness = Harness(redis_client, tree_config("beam_search"), engine)
+    result = await harness.solve("beam")
+    assert result.answer == SOLUTION
+    assert result.strategy == "beam_search"
+    tree = await harness.store.get_tree("beam")
+    assert tree is not None
+    # Round 1: the wrong step (4 * 9 = 35) is ruled out; of the right ones the two the model
+    # was surest of are kept. Round 2: the best two of four by confidence.
+    assert statuses(tree.nodes) == {
+        "13 - 9 = 4": "won",
+        "4 * 9 = 35": "pruned",
+        "10 - 4 = 6": "won",
+        "4 + 9 = 13": "expanded",
+        "4 * 4 = 16": "pruned",
+        "13 + 13 = 26": "expanded",
+        "10 * 13 = 130": "pruned",
+        "26 - 10 = 16": "answer",
+        "26 * 10 = 260": "answer",
+        "4 * 6 = 24": "won",
+        "6 - 4 = 2": "answer",
+    } | {"10 - 4 = 6": tree_status_of_duplicate(tree.nodes)}
+    winner = next(n for n in tree.nodes if n.node_id == tree.winning_path[-1])
+    assert winner.text == "4 * 6 = 24 (left: 24)"
+    assert [n.depth for n in tree.nodes if n.node_id in tree.winning_path] == [0, 1, 2, 3]
+    # Every proposal is 5 tokens; three rounds of four proposals were generated and paid for.
+    snapshot = await harness.ledger.snapshot("beam")
+    assert snapshot.spent[TOKENS] == result.usage.completion_tokens == 60
+    assert snapshot.reserved[TOKENS] == 0
+
+
+def tree_status_of_duplicate(nodes: list[ThoughtNode]) -> str:
+    # "10 - 4 = 6" appears twice: pruned as a first step, won as the second step of the winner.
+    first = next(n for n in nodes if n.text.startswith("10 - 4 = 6") and n.depth == 1)
+    second = next(n for n in nodes if n.text.startswith("10 - 4 = 6") and n.depth == 2)
+    assert (first.status, second.status) == ("pruned", "won")
+    return "won"
+
+
+async def test_budget_stops_the_search_exactly(redis_client: Redis) -> None:
+    # Expansions shrink to what is left (fewer proposals first) until not even one step of
+    # max_tokens_per_step fits; nothing is ever spent beyond the grant.
+    harness = Harness(redis_client, tree_config("beam_search"), engine := game24_engine())
+    granted = await harness.create("tight", tokens=48)
+    result = await harness.solve("tight", create=False)
+    snapshot = await harness.ledger.snapshot("tight")
+    assert snapshot.spent[TOKENS] == result.usage.completion_tokens <= granted
+    assert granted - snapshot.spent[TOKENS] < 8  # less than one more step
+    assert snapshot.reserved[TOKENS] == 0
+    assert any(r.n < 2 for r in engine.requests[1:])  # an expansion was cut to fit
+    assert result.answer  # the best path found within the budget
+
+
+async def test_dvts_grows_each_subtree_greedily(redis_client: Redis) -> None:
+    # Two subtrees (4 branches / width 2): each keeps only its best next step.
+    script = {
+        (): [P("13 - 9 = 4", -0.1), P("4 + 9 = 13", -0.5)],
+        ("13 - 9 = 4",): [P("10 - 4 = 6", -0.2), P("4 * 4 = 16", -0.3)],
+        ("4 + 9 = 13",): [P("13 + 13 = 26", -0.1), P("10 * 13 = 130", -0.2)],
+        ("4 + 9 = 13", "13 + 13 = 26"): [P("26 - 10 = 16", -0.1), P("26 * 10 = 260", -0.2)],
+        ("13 - 9 = 4", "10 - 4 = 6"): [P("6 - 4 = 2", -0.3), P("4 * 6 = 24", -0.4)],
+    }
+    engine = game24_engine(script)
+    harness = Harness(redis_client, tree_config("dvts"), engine)
+    result = await harness.solve("dvts")
+    assert result.answer == SOLUTION
+    tree = await harness.store.get_tree("dvts")
+    assert tree is not None
+    status = statuses(tree.nodes)
+    assert status["4 * 4 = 16"] == "pruned" and status["10 * 13 = 130"] == "pruned"
+    assert status["13 + 13 = 26"] == "expanded"  # the other subtree went on, not pruned by this one
+    assert engine.requests[0].n == 2 and all(r.n == 2 for r in engine.requests)
+
+
+def node(node_id: str, visits: int, value_sum: float, logprob: float) -> ThoughtNode:
+    return ThoughtNode(node_id, "n0", 1, node_id, visits=visits, value_sum=value_sum, logprob=logprob)
+
+
+def test_puct_prefers_value_then_prior_then_fewer_visits() -> None:
+    good, poor = node("good", 2, 1.8, -1.0), node("poor", 2, 0.4, -1.0)
+    assert select_child([poor, good], parent_visits=4, exploration=1.0).node_id == "good"
+    # Equal values: the step the model is surer of wins.
+    sure, unsure = node("sure", 1, 0.5, -0.1), node("unsure", 1, 0.5, -2.0)
+    assert select_child([unsure, sure], parent_visits=2, exploration=1.0).node_id == "sure"
+    # A rarely visited child with a slightly lower value is explored.
+    fresh, worn = node("fresh", 1, 0.7, -1.0), node("worn", 30, 24.0, -1.0)
+    assert select_child([worn, fresh], parent_visits=31, exploration=1.0).node_id == "fresh"
+    assert select_child([worn, fresh], parent_visits=31, exploration=0.0).node_id == "worn"
+    assert priors([sure, unsure])[0] > 0.8
+
+
+async def test_mcts_follows_value_and_prior_and_backs_up_visits(redis_client: Redis) -> None:
+    script = {
+        (): [P("13 - 9 = 4", -0.1), P("4 * 9 = 35", -0.05)],
+        ("13 - 9 = 4",): [P("10 - 4 = 6", -0.2), P("4 * 4 = 16", -0.3)],
+        ("13 - 9 = 4", "10 - 4 = 6"): [P("4 * 6 = 24", -0.4), P("6 - 4 = 2", -0.3)],
+    }
+    engine = game24_engine(script)
+    harness = Harness(redis_client, tree_config("mcts"), engine)
+    result = await harness.solve("mcts")
+    assert result.answer == SOLUTION
+    assert len(engine.requests) == 3  # root, then the only right step, then its likelier child
+    tree = await harness.store.get_tree("mcts")
+    assert tree is not None
+    by_text = {n.text.split(" (left:")[0]: n for n in tree.nodes}
+    root = next(n for n in tree.nodes if n.parent_id is None)
+    assert (root.visits, root.value_sum) == (3, 3.0)
+    assert by_text["13 - 9 = 4"].visits == 3
+    assert by_text["4 * 9 = 35"].visits == 1 and by_text["4 * 9 = 35"].value_sum == 0.0
+    assert by_text["4 * 4 = 16"].visits == 1  # evaluated once, never chosen
+
+
+async def test_compute_optimal_stops_early_on_an_easy_problem(redis_client: Redis) -> None:
+    problem = Problem((ChatMessage("user", "3 pencils cost 45 cents; what do 7 cost?"),), TaskFamily.MATH)
+    right = "Each costs 45 / 3 = 15 cents, so 7 * 15 = 105. The answer is 105."
+    engine = StepScript("PROMPT", "\n", {}, whole_chains=[right, right, "The answer is 84."])
+    harness = Harness(redis_client, tree_config("compute_optimal"), engine)
+    result = await harness.solve("easy", problem)
+    assert result.answer == "105"
+    assert len(engine.requests) == 1  # the probe was enough
+    meta = await harness.store.get_meta("easy")
+    assert meta is not None
+    assert (meta.extra["difficulty"], meta.extra["strategy_choice"]) == ("easy", "none")
+    assert "2 agree" in meta.extra["choice_reason"]
+    snapshot = await harness.ledger.snapshot("easy")
+    assert snapshot.spent[TOKENS] < snapshot.granted[TOKENS] // 4  # the rest is handed back
+
+
+async def test_compute_optimal_searches_a_hard_problem(redis_client: Redis) -> None:
+    engine = StepScript("PROMPT", "\n", GAME24_SCRIPT, whole_chains=["I think 24", "no idea", "4 + 9 = 13"])
+    harness = Harness(redis_client, tree_config("compute_optimal"), engine)
+    result = await harness.solve("hard")
+    assert result.answer == SOLUTION
+    meta = await harness.store.get_meta("hard")
+    assert meta is not None
+    assert (meta.extra["difficulty"], meta.extra["strategy_choice"]) == ("hard", "beam_search")
+    events = [e["kind"] for _, e in await harness.store.read_events("hard")]
+    assert "strategy" in events and "progress" in events
+
+
+async def test_a_resumed_search_continues_the_stored_tree(redis_client: Redis) -> None:
+    engine = game24_engine()
+    harness = Harness(redis_client, tree_config("beam_search"), engine, leases=True)
+    await harness.create("resumed")
+    # What a planner that died in round 2 left behind: two kept first steps (one never
+    # scored), a reservation it never settled, and its lease, still running out.
+    (root,) = await harness.store.add_nodes("resumed", None, [NodeDraft("4 9 10 13", status="expanded")])
+    first, _second = await harness.store.add_nodes(
+        "resumed",
+        root.node_id,
+        [
+            NodeDraft("13 - 9 = 4 (left: 4 10 4)", completion_tokens=5, logprob=-0.1),
+            NodeDraft("4 + 9 = 13 (left: 10 13 13)", completion_tokens=5, logprob=-0.5),
+        ],
+    )
+    await harness.store.update_node("resumed", first.node_id, score=1.0)
+    await harness.ledger.reserve("resumed", TOKENS, 40)
+    await redis_client.set(KeySpace("test").tree("resumed").lease, "dead-planner", px=300)
+
+    result = await harness.solve("resumed", resume=True, create=False)
+    assert result.answer == SOLUTION
+    # No new first steps: the search went on from the stored ones.
+    asked = [engine.path_of(r.prompt) for r in engine.requests]
+    assert () not in asked and ("13 - 9 = 4",) in asked
+    snapshot = await harness.ledger.snapshot("resumed")
+    assert snapshot.reserved[TOKENS] == 0
+    events = [e for _, e in await harness.store.read_events("resumed")]
+    resumed = [e["data"] for e in events if e["kind"] == "resumed"]
+    assert resumed == [{"nodes": 3, "voided_reservations": 40}]
+    assert await redis_client.get(KeySpace("test").tree("resumed").lease) is None  # released
+
+
+async def test_a_planner_that_loses_its_lease_leaves_the_tree_alone(redis_client: Redis) -> None:
+    slow = StepScript("PROMPT", "\n", GAME24_SCRIPT)
+    original = slow.generate
+
+    async def stalled(request):  # type: ignore[no-untyped-def]
+        await asyncio.sleep(2.0)
+        return await original(request)
+
+    slow.generate = stalled  # type: ignore[method-assign]
+    harness = Harness(redis_client, tree_config("beam_search"), slow, leases=True)
+    task = asyncio.create_task(harness.solve("stolen"))
+    await asyncio.sleep(0.3)
+    # Another planner takes the tree over (as after a partition): the old one must stop.
+    await redis_client.set(KeySpace("test").tree("stolen").lease, "new-owner")
+    with pytest.raises(Exception, match="lost the lease"):
+        await task
+    meta = await harness.store.get_meta("stolen")
+    assert meta is not None and meta.status == "running"  # not marked cancelled by the loser
