@@ -122,11 +122,24 @@ class DeploymentSettings(_Strict):
     max_ongoing_requests: Annotated[int, Field(ge=1)] = 64
 
 
+class AffinitySettings(_Strict):
+    """Prefix-cache affinity routing of branch-generator calls (deployments/routing.py)."""
+
+    # On: calls of one tree go to the replica its id hashes to, whose engine's prefix cache
+    # holds the tree's prompt. Off: Serve's default router balances every call.
+    enabled: bool = True
+    # The tree's replica is passed over (power of two choices instead) once it queues more
+    # than this many calls beyond the least-loaded replica: the engine batches concurrent
+    # calls, so a few extra cost less than prefilling the prompt again elsewhere.
+    max_imbalance: Annotated[int, Field(ge=0)] = 16
+
+
 class DeploymentsConfig(_Strict):
     gateway: DeploymentSettings = DeploymentSettings()
     planner: DeploymentSettings = DeploymentSettings()
     generator: DeploymentSettings = DeploymentSettings(num_cpus=1, max_ongoing_requests=256)
     verifier: DeploymentSettings = DeploymentSettings()
+    generator_affinity: AffinitySettings = AffinitySettings()
 
 
 class TenantConfig(_Strict):

@@ -12,9 +12,16 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 from ray.serve import Application, Deployment
 
-from cluster.config import ClusterConfig, DeploymentSettings, ScalingSettings, load_config
+from cluster.config import (
+    AffinitySettings,
+    ClusterConfig,
+    DeploymentSettings,
+    ScalingSettings,
+    load_config,
+)
 from cluster.engine.vllm_engine import cpu_engine_env, use_cuda
 from deployments.gateway import Gateway
+from deployments.routing import AFFINITY_ROUTER
 from deployments.workers import BranchGenerator, Planner, Verifier
 
 
@@ -120,8 +127,21 @@ def _autoscaling_options(config: ClusterConfig) -> dict[str, dict[str, Any]]:
 
 def _generator_options(config: ClusterConfig) -> dict[str, Any]:
     settings = config.deployments.generator
+    routing = _affinity_routing(config.deployments.generator_affinity)
     if use_cuda(config.model):
         # One engine per GPU: vLLM takes the whole device it is given.
-        return _options(settings.model_copy(update={"num_gpus": max(settings.num_gpus, 1)}))
+        return {**_options(settings.model_copy(update={"num_gpus": max(settings.num_gpus, 1)})), **routing}
     # Ray limits a CPU actor's threads to its num_cpus; the engine sets its own.
-    return _options(settings, env=cpu_engine_env(config.model))
+    return {**_options(settings, env=cpu_engine_env(config.model)), **routing}
+
+
+def _affinity_routing(settings: AffinitySettings) -> dict[str, Any]:
+    """The generator's Serve request router: by tree affinity, or Serve's default ({})."""
+    if not settings.enabled:
+        return {}
+    return {
+        "request_router_config": {
+            "request_router_class": AFFINITY_ROUTER,
+            "request_router_kwargs": {"max_imbalance": settings.max_imbalance},
+        }
+    }

@@ -319,6 +319,17 @@ def test_serve_autoscaling_bounds_from_values() -> None:
     assert by_name["Gateway"].num_replicas == 1
 
 
+def test_generator_affinity_values_reach_the_config(tmp_path: Path) -> None:
+    docs = render(
+        "--set",
+        "generator.affinityRouting.enabled=false",
+        "--set",
+        "generator.affinityRouting.maxImbalance=4",
+    )
+    config = load_config(rendered_config_file(docs, tmp_path))
+    assert config.deployments.generator_affinity.model_dump() == {"enabled": False, "max_imbalance": 4}
+
+
 # --- Ray pods: images, Redis URL, GPU group --------------------------------------------------
 
 
@@ -539,6 +550,10 @@ BAD_VALUES = [
     (
         ["-f", str(GPU_EXAMPLE), "--set", "gpuWorkers.maxReplicas=8"],
         "appAutoscaling.generator.max_replicas (16) exceeds what the GPU workers can hold",
+    ),
+    (
+        ["--set", "generator.affinityRouting.maxImbalance=-1"],
+        "at '/generator/affinityRouting/maxImbalance': minimum: got -1, want 0",
     ),
 ]
 

@@ -13,6 +13,7 @@ from ray.serve.schema import ServeDeploySchema
 
 from cluster.config import ClusterConfig, load_config
 from deployments.builder import app_builder, build_app
+from deployments.routing import AFFINITY_ROUTER
 
 pytestmark = pytest.mark.unit
 
@@ -29,6 +30,7 @@ def _deployments(app: Application) -> dict[str, dict[str, Any]]:
             "num_replicas": deployment.num_replicas,
             "max_ongoing_requests": deployment.max_ongoing_requests,
             "ray_actor_options": deployment.ray_actor_options,
+            "request_router": deployment._deployment_config.request_router_config,
         }
         pending += [arg for arg in deployment.init_args if isinstance(arg, Application)]
     return found
@@ -64,6 +66,17 @@ def test_gpu_generators_ask_for_a_gpu() -> None:
     generator = _deployments(build_app(config))["BranchGenerator"]
     assert generator["ray_actor_options"]["num_gpus"] == 1
     assert "runtime_env" not in generator["ray_actor_options"]
+
+
+def test_generators_route_by_tree_affinity_unless_disabled() -> None:
+    config = load_config().with_overrides({"deployments": {"generator_affinity": {"max_imbalance": 3}}})
+    deployments = _deployments(build_app(config))
+    router = deployments["BranchGenerator"]["request_router"]
+    assert router.request_router_class == AFFINITY_ROUTER
+    assert router.request_router_kwargs == {"max_imbalance": 3}
+    assert deployments["Verifier"]["request_router"].is_default_request_router()
+    off = load_config().with_overrides({"deployments": {"generator_affinity": {"enabled": False}}})
+    assert _deployments(build_app(off))["BranchGenerator"]["request_router"].is_default_request_router()
 
 
 def test_builder_args_refuse_unknown_keys() -> None:

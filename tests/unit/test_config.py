@@ -64,3 +64,9 @@ def test_redis_url_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_missing_config_file_names_the_path(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"nope\.yaml"):
         load_config(tmp_path / "nope.yaml")
+
+
+def test_generator_affinity_is_on_by_default_and_refuses_a_negative_margin() -> None:
+    assert load_config().deployments.generator_affinity.enabled
+    with pytest.raises(ValidationError, match=r"generator_affinity\.max_imbalance"):
+        load_config().with_overrides({"deployments": {"generator_affinity": {"max_imbalance": -1}}})
