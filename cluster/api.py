@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from cluster.config import STRATEGY_NAMES
-from cluster.types import ChatMessage, Effort, SolveResult, TaskFamily
+from cluster.types import ChatMessage, Effort, SolveResult, TaskFamily, Usage
 
 ErrorType = Literal[
     "invalid_request_error",
@@ -132,10 +133,6 @@ def parse_chat_request(raw: bytes) -> ChatCompletionRequest:
         raise ApiError(400, "the request body must be a JSON object", code="invalid_json")
     try:
         request = ChatCompletionRequest.model_validate(payload)
-        if request.stream:
-            raise ApiError(
-                400, "stream=true is not supported yet; send the request without it", param="stream"
-            )
         request.chat_messages()
     except ValidationError as exc:
         raise _validation_error(exc) from exc
@@ -163,13 +160,53 @@ class BudgetView:
     spent_tokens: int
 
 
+def completion_id(tree_id: str) -> str:
+    """The `id` of a completion and of every chunk of its stream."""
+    return f"chatcmpl-{tree_id}"
+
+
+def usage_body(usage: Usage) -> dict[str, Any]:
+    """OpenAI's `usage` object, with reasoning and cached tokens in its details."""
+    return {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.prompt_tokens + usage.completion_tokens,
+        # Every generated token is reasoning: the answer is taken from the winning chain.
+        "completion_tokens_details": {"reasoning_tokens": usage.completion_tokens},
+        "prompt_tokens_details": {"cached_tokens": usage.cached_tokens},
+    }
+
+
+def reasoning_body(
+    result: SolveResult, effort: Effort, budget: BudgetView, admission: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The documented `reasoning` extension object; `admission` is the admission decision, if any."""
+    body: dict[str, Any] = {
+        "tree_id": result.tree_id,
+        "effort": effort.value,
+        "strategy": result.strategy,
+        "summary": result.summary,
+        "answer": result.answer,
+        "branches": result.branches,
+        "verifier_calls": result.verifier_calls,
+        "winning_path": list(result.winning_path),
+        "budget": {"granted_tokens": budget.granted_tokens, "spent_tokens": budget.spent_tokens},
+    }
+    if admission is not None:
+        body["admission"] = dict(admission)
+    return body
+
+
 def chat_completion_body(
-    result: SolveResult, model: str, effort: Effort, budget: BudgetView
+    result: SolveResult,
+    model: str,
+    effort: Effort,
+    budget: BudgetView,
+    admission: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A standard chat completion plus the documented `reasoning` extension object."""
-    usage = result.usage
     return {
-        "id": f"chatcmpl-{result.tree_id}",
+        "id": completion_id(result.tree_id),
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
@@ -180,23 +217,6 @@ def chat_completion_body(
                 "finish_reason": result.finish_reason,
             }
         ],
-        "usage": {
-            "prompt_tokens": usage.prompt_tokens,
-            "completion_tokens": usage.completion_tokens,
-            "total_tokens": usage.prompt_tokens + usage.completion_tokens,
-            # Every generated token is reasoning: the answer is taken from the winning chain.
-            "completion_tokens_details": {"reasoning_tokens": usage.completion_tokens},
-            "prompt_tokens_details": {"cached_tokens": usage.cached_tokens},
-        },
-        "reasoning": {
-            "tree_id": result.tree_id,
-            "effort": effort.value,
-            "strategy": result.strategy,
-            "summary": result.summary,
-            "answer": result.answer,
-            "branches": result.branches,
-            "verifier_calls": result.verifier_calls,
-            "winning_path": list(result.winning_path),
-            "budget": {"granted_tokens": budget.granted_tokens, "spent_tokens": budget.spent_tokens},
-        },
+        "usage": usage_body(result.usage),
+        "reasoning": reasoning_body(result, effort, budget, admission),
     }

@@ -113,6 +113,9 @@ class RedisConfig(_Strict):
     tree_ttl_s: Annotated[int, Field(gt=0)] = 24 * 3600
     # Safety net for trees whose planner died before finishing them.
     active_tree_ttl_s: Annotated[int, Field(gt=0)] = 3600
+    # A planner renews its tree's lease every third of this; a dead one's tree can be resumed
+    # by another planner once it has expired.
+    lease_ttl_s: Annotated[float, Field(gt=0)] = 5.0
 
 
 class DeploymentSettings(_Strict):

@@ -11,15 +11,20 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from dataclasses import replace
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from ray import serve
+from ray.exceptions import RayActorError
 from ray.serve.handle import DeploymentHandle
 from redis.asyncio import Redis
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Receive, Scope, Send
 
 from autoscale.admission import Admission, AdmissionController, AdmissionRejected, EffortCost
 from cluster.api import (
@@ -29,6 +34,8 @@ from cluster.api import (
     ErrorType,
     chat_completion_body,
     parse_chat_request,
+    reasoning_body,
+    usage_body,
 )
 from cluster.auth import Caller, authenticate
 from cluster.config import ClusterConfig
@@ -37,6 +44,7 @@ from cluster.prompts import InvalidProblem, PromptBuilder, build_problem
 from cluster.search.context import TOKENS, VERIFIER_CALLS
 from cluster.search.controller import DeadlineExceeded
 from cluster.store import BudgetLedger, KeySpace, TreeExistsError, TreeMeta, TreeStore
+from cluster.streaming import SSE_DONE, ChunkStream, sse
 from cluster.types import Effort, SolveRequest, SolveResult
 from monitoring.metrics import GatewayMetrics, RedisMetrics, RequestTracker, instrumented_redis
 
@@ -44,8 +52,14 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL_ALIAS = "default"
 _TREE_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
+# How often one request resumes its tree after its planner replica died.
+PLANNER_RESUMES = 2
 # Time the gateway waits beyond the effort's deadline for the planner to wrap up.
 DEADLINE_GRACE_S = 30.0
+# A stream waits this long for new progress events before it checks on the search again.
+EVENT_POLL_MS = 250
+# Events after which the planner returns at once: the stream waits for its result instead.
+FINAL_EVENTS = frozenset({"done", "failed"})
 
 app = FastAPI(title="reasoning-cluster", docs_url=None, redoc_url=None)
 
@@ -90,6 +104,39 @@ async def _check(awaitable: Any, timeout_s: float = 5.0) -> dict[str, Any]:
     except Exception as exc:  # a health probe reports every failure instead of raising it
         return {"status": "error", "error": f"{type(exc).__name__}: {exc}"[:300]}
     return detail if isinstance(detail, dict) else {"status": "ok"}
+
+
+def _admission_note(admission: Admission | None) -> dict[str, object] | None:
+    return admission.to_dict() if admission is not None else None
+
+
+def _stream_error(exc: Exception, tree_id: str) -> ApiError:
+    if isinstance(exc, ApiError):
+        return exc
+    logger.exception("stream of tree %s failed", tree_id)
+    return ApiError(
+        500,
+        f"the stream failed: {type(exc).__name__}; tree {tree_id} holds what was done",
+        type="server_error",
+    )
+
+
+class _EventStream(StreamingResponse):
+    """Server-Sent Events that hold `held` (search, admission, gauges) until the stream ends.
+
+    The stream ends when the last event is sent, or when Serve cancels the request because
+    the client went away; either way `held` is closed, which cancels a search still running.
+    """
+
+    media_type = "text/event-stream"
+
+    def __init__(self, content: AsyncIterator[bytes], held: AsyncExitStack) -> None:
+        super().__init__(content, headers={"Cache-Control": "no-cache"})
+        self._held = held
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async with self._held:
+            await super().__call__(scope, receive, send)
 
 
 @serve.deployment
@@ -149,11 +196,11 @@ class Gateway:
         }
 
     @app.post("/v1/chat/completions")
-    async def chat_completions(self, request: Request) -> JSONResponse:
+    async def chat_completions(self, request: Request) -> Response:
         with self._metrics.request() as tracked:
             return await self._chat_completions(request, tracked)
 
-    async def _chat_completions(self, request: Request, tracked: RequestTracker) -> JSONResponse:
+    async def _chat_completions(self, request: Request, tracked: RequestTracker) -> Response:
         caller = self._caller(request)
         tracked.tenant = caller.tenant
         raw = await request.body()
@@ -170,23 +217,89 @@ class Gateway:
         request_id = request.headers.get("x-request-id")
         solve = self._solve_request(body, effort, caller, request_id)
         admission = await self._admit(body, solve, effort, caller, request_id)
-        try:
-            if admission is not None and admission.degraded:
-                effort = admission.effort
-                solve = self._solve_request(body, effort, caller, solve.tree_id)
-                tracked.effort = effort.value
+        # Everything the request holds, released on every exit path (a stream takes it over).
+        async with AsyncExitStack() as held:
+            if admission is not None:
+                held.push_async_callback(self._admission_release, admission)
+                if admission.degraded:
+                    effort = admission.effort
+                    solve = self._solve_request(body, effort, caller, solve.tree_id)
+                    tracked.effort = effort.value
+            if body.stream:
+                return await self._stream(body, solve, effort, admission, tracked, held)
             with self._metrics.in_flight(effort, solve.max_reasoning_tokens):
                 result = await self._run(solve, effort, admission)
-            snapshot = await self._ledger.snapshot(solve.tree_id)
-        finally:
-            if admission is not None:
-                await asyncio.shield(self._admission_release(admission))
-        budget = BudgetView(snapshot.granted.get(TOKENS, 0), snapshot.spent.get(TOKENS, 0))
+            budget = await self._budget(solve.tree_id)
         self._metrics.answered(tracked, result, budget.granted_tokens, budget.spent_tokens)
-        completion = chat_completion_body(result, body.model, effort, budget)
-        if admission is not None:
-            completion["reasoning"]["admission"] = admission.to_dict()
+        completion = chat_completion_body(result, body.model, effort, budget, _admission_note(admission))
         return JSONResponse(completion)
+
+    async def _stream(
+        self,
+        body: ChatCompletionRequest,
+        solve: SolveRequest,
+        effort: Effort,
+        admission: Admission | None,
+        tracked: RequestTracker,
+        held: AsyncExitStack,
+    ) -> Response:
+        """Start the search and stream it. Errors until here are answered as JSON with a status."""
+        await self._start_tree(solve, effort, admission)
+        held.enter_context(self._metrics.in_flight(effort, solve.max_reasoning_tokens))
+        search = asyncio.create_task(self._search(solve, effort))
+        # A stream that ends early (the client left) cancels the search, and with it the planner.
+        held.callback(search.cancel)
+        chunks = ChunkStream(solve.tree_id, body.model)
+        content = self._stream_chunks(chunks, search, effort, admission, tracked)
+        return _EventStream(content, held.pop_all())
+
+    async def _stream_chunks(
+        self,
+        chunks: ChunkStream,
+        search: asyncio.Task[SolveResult],
+        effort: Effort,
+        admission: Admission | None,
+        tracked: RequestTracker,
+    ) -> AsyncIterator[bytes]:
+        yield sse(chunks.role())
+        try:
+            async for kind, data in self._progress(chunks.tree_id, search):
+                yield sse(chunks.progress(kind, data))
+            result = await search
+            budget = await self._budget(chunks.tree_id)
+        except Exception as exc:
+            # The status line is long gone: the error travels as an event of the stream.
+            yield sse(_stream_error(exc, chunks.tree_id).body())
+            yield SSE_DONE
+            return
+        self._metrics.answered(tracked, result, budget.granted_tokens, budget.spent_tokens)
+        reasoning = reasoning_body(result, effort, budget, _admission_note(admission))
+        yield sse(chunks.content(result.content))
+        yield sse(chunks.finish(result.finish_reason))
+        yield sse(chunks.final(usage_body(result.usage), reasoning))
+        yield SSE_DONE
+
+    async def _progress(
+        self, tree_id: str, search: asyncio.Task[SolveResult]
+    ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        """The tree's events (kind, data) as they come, until the search ended and all are read."""
+        after = "0"
+        while True:
+            ended = search.done()
+            block_ms = None if ended else EVENT_POLL_MS
+            events = await self._store.read_events(tree_id, after_id=after, block_ms=block_ms)
+            for event_id, event in events:
+                after = event_id
+                yield event["kind"], event["data"]
+            if ended and not events:
+                return
+            if any(event["kind"] in FINAL_EVENTS for _, event in events):
+                # The planner returns right after its last event: wait for that, not for a poll.
+                await asyncio.wait({search}, timeout=EVENT_POLL_MS / 1000)
+
+    async def _budget(self, tree_id: str) -> BudgetView:
+        snapshot = await self._ledger.snapshot(tree_id)
+        return BudgetView(snapshot.granted.get(TOKENS, 0), snapshot.spent.get(TOKENS, 0))
 
     # ---- trees, progress and health ---------------------------------------------------
 
@@ -305,13 +418,19 @@ class Gateway:
     async def _admission_release(self, admission: Admission) -> None:
         assert self._admission is not None
         try:
-            await self._admission.release(admission)
+            # Shielded: a request cancelled because its client left still gives its admission back.
+            await asyncio.shield(self._admission.release(admission))
         except Exception:  # the entry expires after its deadline; never mask the answer
             logger.exception("could not release admission %s", admission.entry_id)
 
     async def _run(
         self, solve: SolveRequest, effort: Effort, admission: Admission | None = None
     ) -> SolveResult:
+        await self._start_tree(solve, effort, admission)
+        return await self._search(solve, effort)
+
+    async def _start_tree(self, solve: SolveRequest, effort: Effort, admission: Admission | None) -> None:
+        """Create the tree and grant its budget: all a planner needs to start the search."""
         budget = self._config.budget_for(effort)
         now = time.time()
         meta = TreeMeta(
@@ -340,10 +459,12 @@ class Gateway:
         await self._ledger.grant(
             solve.tree_id, {TOKENS: solve.max_reasoning_tokens, VERIFIER_CALLS: budget.max_verifier_calls}
         )
+
+    async def _search(self, solve: SolveRequest, effort: Effort) -> SolveResult:
+        """Run the search of a started tree on a planner; failures become ApiErrors."""
+        budget = self._config.budget_for(effort)
         try:
-            return await asyncio.wait_for(
-                self._planner.solve.remote(solve), budget.deadline_s + DEADLINE_GRACE_S
-            )
+            return await asyncio.wait_for(self._call_planner(solve), budget.deadline_s + DEADLINE_GRACE_S)
         except DeadlineExceeded as exc:
             raise ApiError(504, f"{exc}; try a lower reasoning_effort", type="timeout_error") from exc
         except TimeoutError as exc:
@@ -357,3 +478,21 @@ class Gateway:
                 f"the search failed: {type(exc).__name__}; tree {solve.tree_id} holds what was done",
                 type="server_error",
             ) from exc
+
+    async def _call_planner(self, solve: SolveRequest) -> SolveResult:
+        """Run the search on a planner; if the planner dies, resume the tree on another."""
+        for attempt in range(PLANNER_RESUMES + 1):
+            response = self._planner.solve.remote(solve if attempt == 0 else replace(solve, resume=True))
+            try:
+                return await response
+            except asyncio.CancelledError:
+                # Awaiting a DeploymentResponse does not cancel the call. Cancelling it cancels the
+                # planner's task: the tree is marked cancelled and its reservations are released.
+                response.cancel()
+                raise
+            except RayActorError:
+                if attempt == PLANNER_RESUMES:
+                    raise
+                # Serve replaces the dead replica; the tree in Redis holds what it had done.
+                logger.warning("the planner of tree %s died; resuming the tree", solve.tree_id)
+        raise AssertionError("unreachable: the last attempt returns or raises")

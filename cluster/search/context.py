@@ -179,6 +179,8 @@ class SearchContext:
             return await self.start()
         self.root = roots[0]
         self._nodes = {node.node_id: node for node in tree.nodes}
+        # The dead planner's engine work, as its nodes recorded it, is part of this answer's cost.
+        self.usage += Usage(completion_tokens=sum(n.completion_tokens for n in tree.nodes))
         for node in tree.nodes:
             if node.parent_id is not None:
                 chain = self.chain_of(node)
@@ -299,8 +301,7 @@ class SearchContext:
     async def expand(self, node: ThoughtNode, k: int) -> list[Chain]:
         """Propose up to `k` next steps after `node` in one batched engine call.
 
-        Identical proposals become one child: the tree holds distinct steps. The last step
-        the depth limit allows must end the chain.
+        The last step the depth limit allows must end the chain.
         """
         steps = [n.text for n in self.path_to(node)]
         final = len(steps) + 1 >= self.budget.max_depth
@@ -309,17 +310,21 @@ class SearchContext:
         async with self._ledger.reservation(self.tree_id, TOKENS, k * per_step) as reservation:
             k, max_tokens = _fit_chains(k, reservation.amount, per_step)
             prompt = self.steps.prompt(self.request.prompt, steps)
-            seed = None if self.request.seed is None else self.request.seed + _node_number(node)
+            # Each call its own seed: a node expanded again must not repeat its first proposals.
+            seed = None if self.request.seed is None else self.request.seed + len(self.chains) + 1
             result = await self._generate(reservation, prompt, k, max_tokens, seed, shape.stop, shape.regex)
-        # Siblings from an earlier expansion count too: a step already in the tree adds nothing.
-        drafts: dict[str, NodeDraft] = {}
+        # A step already among the siblings adds nothing to grow: it is written (its tokens
+        # were spent) but pruned at once.
+        drafts: list[NodeDraft] = []
         known = {child.text for child in self.children_of(node)}
         for completion in result.completions:
             step = self.steps.read(steps, completion, final)
             status: NodeStatus = "open" if not step.terminal else "answer" if step.answer else "pruned"
-            if step.text not in known:
-                drafts.setdefault(step.text, _draft(completion, result, step.answer, status, step.text))
-        return await self._record(node, list(drafts.values()), result)
+            drafts.append(
+                _draft(completion, result, step.answer, "pruned" if step.text in known else status, step.text)
+            )
+            known.add(step.text)
+        return await self._record(node, drafts, result)
 
     async def _generate(
         self,
@@ -471,11 +476,6 @@ def _draft(
         status=status,
         logprob=mean_logprob,
     )
-
-
-def _node_number(node: ThoughtNode) -> int:
-    digits = node.node_id.lstrip("n")
-    return int(digits) if digits.isdigit() else 0
 
 
 def _fit_chains(n: int, tokens: int, per_chain: int) -> tuple[int, int]:

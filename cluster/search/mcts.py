@@ -64,10 +64,11 @@ class MonteCarloTreeSearch(SearchStrategy):
             except BudgetExhausted:
                 break
             await score(ctx, children)
-            for child in children:
+            evaluated = [child for child in children if child.node.status != "pruned"]
+            for child in evaluated:
                 # Each new step's own evaluation counts as its first visit.
                 await ctx.backpropagate([ctx.node(child.node.node_id)], score_of(ctx, child))
-            value = max(score_of(ctx, child) for child in children)
+            value = max((score_of(ctx, child) for child in evaluated), default=0.0)
             await ctx.backpropagate(path, value)
             ranked = best_first(ctx, [ctx.chain_of(ctx.node(c.node.node_id)) for c in children])
             await ctx.progress(path[-1].depth + 1, ranked[0] if ranked else None)

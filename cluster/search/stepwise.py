@@ -75,7 +75,11 @@ async def expand_all(ctx: SearchContext, expanding: Sequence[tuple[ThoughtNode, 
 
 
 async def score(ctx: SearchContext, chains: Sequence[Chain]) -> None:
-    """Verify finished chains and unfinished paths apart: only finished ones meet the judge."""
+    """Verify finished chains and unfinished paths apart: only finished ones meet the judge.
+
+    Pruned proposals (repeats of a sibling, broken steps) are not worth a verifier call.
+    """
+    chains = [c for c in chains if c.node.status != "pruned"]
     finished = [c for c in chains if c.terminal]
     unfinished = [c for c in chains if not c.terminal]
     for group in (finished, unfinished):

@@ -45,7 +45,7 @@ def _error(response: httpx.Response) -> dict[str, Any]:
         (GOOD | {"max_completion_tokens": "many"}, 400, ["max_completion_tokens"]),
         (GOOD | {"max_completion_tokens": 1}, 400, ["max_completion_tokens", "16"]),
         (GOOD | {"n": 3}, 400, ["n"]),
-        (GOOD | {"stream": True}, 400, ["stream"]),
+        (GOOD | {"stream": "yes"}, 400, ["stream"]),
         (GOOD | {"task": "chess"}, 400, ["task", "'game24'"]),
         (GOOD | {"task": "game24"}, 400, ["four whole numbers"]),
         (GOOD | {"model": "gpt-9"}, 404, ["gpt-9", "default"]),

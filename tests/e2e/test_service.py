@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -51,7 +52,7 @@ def test_each_effort_answers_with_usage_and_summary(answers: dict[str, Any], eff
     assert reasoning["effort"] == effort
     assert (
         reasoning["strategy"]
-        == {"low": "single_chain", "medium": "self_consistency", "high": "best_of_n"}[effort]
+        == {"low": "single_chain", "medium": "beam_search", "high": "compute_optimal"}[effort]
     )
     assert reasoning["summary"]
     usage = response.usage
@@ -65,8 +66,8 @@ def test_each_effort_answers_with_usage_and_summary(answers: dict[str, Any], eff
 def test_reasoning_tokens_grow_with_effort(answers: dict[str, Any]) -> None:
     tokens = [answers[e].usage.completion_tokens_details.reasoning_tokens for e in EFFORTS]
     branches = [_reasoning(answers[e])["branches"] for e in EFFORTS]
-    assert branches == [1, 4, 8]
-    assert tokens[0] < tokens[1] < tokens[2], tokens
+    assert branches[0] == 1 and branches[1] > 1 and branches[2] > 1
+    assert tokens[0] < tokens[1] and tokens[0] < tokens[2], tokens
 
 
 @pytest.mark.parametrize("effort", EFFORTS)
@@ -78,25 +79,31 @@ def test_tree_is_stored_and_consistent_with_usage(
     tree = httpx.get(f"{cluster.url}/v1/trees/{reasoning['tree_id']}", timeout=10).json()
     nodes = {node["node_id"]: node for node in tree["nodes"]}
     root, *chains = sorted(nodes.values(), key=lambda n: n["depth"])
-    assert root["parent_id"] is None and all(c["parent_id"] == root["node_id"] for c in chains)
+    assert root["parent_id"] is None and all(nodes[c["parent_id"]]["depth"] == c["depth"] - 1 for c in chains)
     assert len(chains) == reasoning["branches"]
     judge_tokens = int(tree["meta"]["extra"]["verifier_completion_tokens"])
     assert sum(c["completion_tokens"] for c in chains) + judge_tokens == response.usage.completion_tokens
     assert tree["meta"]["status"] == "done"
     assert tree["winning_path"] == reasoning["winning_path"]
-    winner = nodes[tree["winning_path"][-1]]
-    assert winner["status"] == "won"
+    path = tree["winning_path"]
+    assert path[0] == root["node_id"]
+    assert all(nodes[child]["parent_id"] == parent for parent, child in itertools.pairwise(path))
+    assert all(nodes[node_id]["status"] == "won" for node_id in path)
     assert tree["budget"]["spent"]["tokens"] == response.usage.completion_tokens
     assert tree["budget"]["reserved"]["tokens"] == 0
 
 
 def test_high_effort_scores_chains_with_verifiers(answers: dict[str, Any], cluster: LocalCluster) -> None:
     tree = httpx.get(f"{cluster.url}/v1/trees/{_reasoning(answers['high'])['tree_id']}", timeout=10).json()
-    chains = [n for n in tree["nodes"] if n["depth"] == 1]
-    assert all(c["score"] is not None for c in chains)
-    winner = next(c for c in chains if c["node_id"] == tree["winning_path"][-1])
-    assert winner["score"] == max(c["score"] for c in chains)
-    assert any("judge" in c["scores"] for c in chains)
+    probe = [n for n in tree["nodes"] if n["depth"] == 1][:3]
+    assert all(c["score"] is not None for c in probe)
+    assert any("judge" in c["scores"] for c in probe)
+    assert tree["meta"]["extra"]["difficulty"] in {"easy", "medium", "hard"}
+    assert tree["meta"]["extra"]["choice_reason"]
+    finished = [n for n in tree["nodes"] if n["status"] in {"answer", "won"} and n["score"] is not None]
+    winner = next(n for n in tree["nodes"] if n["node_id"] == tree["winning_path"][-1])
+    if winner["answer"] is not None:
+        assert winner["score"] == max(n["score"] for n in finished if n["answer"] is not None)
 
 
 def test_completion_cap_lowers_the_budget(openai_client: OpenAI) -> None:

@@ -21,6 +21,11 @@ WRONG = "Each pencil costs 45 / 3 = 12 cents. Seven cost 7 * 12 = 84 cents. The 
 RAMBLE = "Pencils are made of wood and graphite and people like them a lot"
 
 
+def self_consistency_config() -> ClusterConfig:
+    """The chain strategies' tests: medium effort as self-consistency over 4 chains of 256."""
+    return config_with("medium", "self_consistency", 4, 256, [])
+
+
 def config_with(
     effort: str, strategy: str, branches: int, per_branch: int, verifiers: list[str], deadline_s: float = 5
 ) -> ClusterConfig:
@@ -51,7 +56,9 @@ async def solve(
     tree_id = f"tree-{effort.value}-{len(generator.batches)}"
     await store.create_tree(TreeMeta(tree_id, "tenant", effort.value, budget.strategy), 600)
     await ledger.grant(tree_id, {TOKENS: tokens, VERIFIER_CALLS: budget.max_verifier_calls})
-    verifiers = VerificationService({n: build_verifier(n) for n in ("arithmetic", "game24", "numeric")})
+    verifiers = VerificationService(
+        {n: build_verifier(n) for n in ("arithmetic", "game24", "game24_steps", "numeric")}
+    )
     controller = SearchController(config, SearchServices(store, ledger, generator, verifiers))
     problem = problem or Problem((ChatMessage("user", "3 pencils cost 45 cents; what do 7 cost?"),))
     request = SolveRequest(tree_id, "tenant", effort, problem, "PROMPT", tokens)
@@ -73,7 +80,9 @@ async def test_single_chain_takes_its_only_chain(redis_client: Redis) -> None:
 async def test_self_consistency_votes_on_normalised_answers(redis_client: Redis) -> None:
     chains = ["So 7 cost $1.05. The answer is 105.", WRONG, "The answer is 105 cents.", RAMBLE]
     generator = ScriptedGenerator([chains])
-    result, store, ledger, tree_id = await solve(redis_client, load_config(), generator, Effort.MEDIUM)
+    result, store, ledger, tree_id = await solve(
+        redis_client, self_consistency_config(), generator, Effort.MEDIUM
+    )
     assert result.answer == "105"
     assert result.strategy == "self_consistency"
     assert "2 of 3 answered chains agree" in result.summary
@@ -112,7 +121,7 @@ async def test_game24_best_of_n_is_judged_by_the_exact_checker(redis_client: Red
 async def test_budget_shrinks_the_expansion_to_what_is_left(redis_client: Redis) -> None:
     generator = ScriptedGenerator([[RIGHT] * 4])
     result, _, ledger, tree_id = await solve(
-        redis_client, load_config(), generator, Effort.MEDIUM, max_tokens=40
+        redis_client, self_consistency_config(), generator, Effort.MEDIUM, max_tokens=40
     )
     request = generator.requests[0]
     # 40 tokens cannot pay for one 256-token chain: one chain, capped at what is left.
@@ -125,7 +134,7 @@ async def test_budget_shrinks_the_expansion_to_what_is_left(redis_client: Redis)
 async def test_a_failing_engine_fails_the_tree_and_releases_the_budget(redis_client: Redis) -> None:
     generator = ScriptedGenerator([], fail_with=RuntimeError("engine died"))
     with pytest.raises(RuntimeError, match="engine died"):
-        await solve(redis_client, load_config(), generator, Effort.MEDIUM)
+        await solve(redis_client, self_consistency_config(), generator, Effort.MEDIUM)
     store, ledger = TreeStore(redis_client, KeySpace("test")), BudgetLedger(redis_client, KeySpace("test"))
     tree_id = "tree-medium-0"
     meta = await store.get_meta(tree_id)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import replace
 import json
 import random
 import time
+from dataclasses import replace
 
 import pytest
 from redis.asyncio import Redis

@@ -18,8 +18,8 @@ def test_default_config_maps_each_effort_to_its_strategy() -> None:
     strategies = {effort: config.budget_for(effort).strategy for effort in Effort}
     assert strategies == {
         Effort.LOW: "single_chain",
-        Effort.MEDIUM: "self_consistency",
-        Effort.HIGH: "best_of_n",
+        Effort.MEDIUM: "beam_search",
+        Effort.HIGH: "compute_optimal",
     }
     assert config.default_effort is Effort.MEDIUM
 
@@ -28,7 +28,8 @@ def test_budgets_grow_with_effort() -> None:
     config = load_config()
     low, medium, high = (config.budget_for(e) for e in Effort)
     assert low.max_reasoning_tokens < medium.max_reasoning_tokens < high.max_reasoning_tokens
-    assert low.max_branches < medium.max_branches < high.max_branches
+    assert low.max_branches < medium.max_branches <= high.max_branches
+    assert medium.max_verifier_calls < high.max_verifier_calls
     assert low.deadline_s <= medium.deadline_s <= high.deadline_s
 
 
