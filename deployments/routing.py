@@ -20,11 +20,14 @@ import hashlib
 import logging
 import random
 from collections.abc import Collection, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ray.serve.request_router import LocalityMixin, PendingRequest, RequestRouter, RunningReplica
 
 from cluster.types import GenerationRequest
+
+if TYPE_CHECKING:
+    from ray.serve._private.common import RequestMetadata
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +87,7 @@ class AffinityRouter(LocalityMixin, RequestRouter):
 
     Unlike Serve's default router it leaves out FIFOMixin on purpose: that mixin hands a chosen
     replica to the oldest waiting request, which would send one tree's call to the replica
-    chosen for another tree.
+    chosen for another tree. Each replica goes to the very call it was chosen for instead.
     """
 
     # The base takes **kwargs; naming ours makes a misspelt request_router_kwargs key an error.
@@ -108,6 +111,23 @@ class AffinityRouter(LocalityMixin, RequestRouter):
             return [balanced]
         # Ranks in order: the key's replica, then (if it is full) the balanced pair.
         return [[by_id[target]], balanced]
+
+    def _fulfill_next_pending_request(
+        self, replica: RunningReplica, request_metadata: RequestMetadata | None = None
+    ) -> None:
+        """Hand `replica` to the call it was chosen for (Serve's routing loop calls this).
+
+        Serve's base class looks that call up by internal_request_id, but every handle call a
+        replica makes while serving one request shares that id (a planner's concurrent
+        expansions of one tree): looked up by id, all but one of them would wait forever.
+        The call's own metadata object tells them apart.
+        """
+        for pending in self._pending_requests_to_fulfill:
+            if pending.metadata is request_metadata and not pending.future.done():
+                self._record_queue_wait_time(pending)
+                pending.future.set_result(replica)
+                self._remove_pending_request_from_indices(pending)
+                return
 
     def _two_choices(self, pending_request: PendingRequest | None) -> list[RunningReplica]:
         # The pool comes from Serve's locality preference (same node first), as in its default.

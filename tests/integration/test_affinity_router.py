@@ -1,8 +1,9 @@
 """The affinity router on real Ray Serve (loopback): three light replicas that answer with their id.
 
 Calls of one tree land on one replica, different trees spread over all of them, calls without
-a key are balanced, and a tree whose replica is full or over the imbalance margin is served
-by another replica. No engine runs here; tests/e2e checks the prefix cache on the real one.
+a key are balanced, concurrent calls made while serving one request (as a planner makes them)
+all land, and a tree whose replica is full or over the imbalance margin is served by another
+replica. No engine runs here; tests/e2e checks the prefix cache on the real one.
 """
 
 from __future__ import annotations
@@ -76,8 +77,21 @@ def _gate() -> ActorHandle:
     return Gate.remote()
 
 
-def _echo_app(gate: ActorHandle, max_ongoing_requests: int, max_imbalance: int) -> Any:
-    # Local for the same reason as Gate: Serve pickles it by value.
+def _fanout_app(gate: ActorHandle, max_ongoing_requests: int, max_imbalance: int) -> Any:
+    """Fanout (the ingress) in front of three Echo replicas behind the affinity router."""
+
+    # Local for the same reason as Gate: Serve pickles them by value.
+    class Fanout:
+        """Makes concurrent Echo calls while serving one request, as a planner does: Serve
+        gives them all the same internal request id."""
+
+        def __init__(self, echo: DeploymentHandle) -> None:
+            self._echo = echo
+
+        async def __call__(self, key: str, calls: int) -> list[str]:
+            request = GenerationRequest(prompt="p", n=1, max_tokens=1, temperature=0.0, affinity_key=key)
+            return list(await asyncio.gather(*(self._echo.generate.remote(request) for _ in range(calls))))
+
     class Echo:
         """Answers a generate call with its replica id; HOLD prompts wait at the gate first."""
 
@@ -98,12 +112,14 @@ def _echo_app(gate: ActorHandle, max_ongoing_requests: int, max_imbalance: int) 
             "request_router_kwargs": {"max_imbalance": max_imbalance},
         },
     }
-    return serve.deployment(**options)(Echo).bind(gate)
+    echo = serve.deployment(**options)(Echo).bind(gate)
+    return serve.deployment(ray_actor_options={"num_cpus": 0})(Fanout).bind(echo)
 
 
 @dataclass
 class EchoApp:
     handle: DeploymentHandle
+    fanout: DeploymentHandle
     gate: ActorHandle
 
     def ask(self, key: str | None, prompt: str = "p") -> Any:
@@ -130,10 +146,9 @@ class EchoApp:
 
 def _deploy(name: str, max_ongoing_requests: int, max_imbalance: int) -> Iterator[EchoApp]:
     gate = _gate()
-    app = _echo_app(gate, max_ongoing_requests, max_imbalance)
-    handle = serve.run(app, name=name, route_prefix=None)
+    fanout = serve.run(_fanout_app(gate, max_ongoing_requests, max_imbalance), name=name, route_prefix=None)
     try:
-        yield EchoApp(handle, gate)
+        yield EchoApp(serve.get_deployment_handle("Echo", app_name=name), fanout, gate)
     finally:
         ray.get(gate.open.remote())
         serve.delete(name)
@@ -142,8 +157,8 @@ def _deploy(name: str, max_ongoing_requests: int, max_imbalance: int) -> Iterato
 
 @pytest.fixture(scope="module")
 def lenient(serve_running: None) -> Iterator[EchoApp]:
-    """A wide margin: a replica is passed over only when it is full (2 calls)."""
-    yield from _deploy("affinity-lenient", max_ongoing_requests=2, max_imbalance=100)
+    """A wide margin: a replica is passed over only when it is full (3 calls)."""
+    yield from _deploy("affinity-lenient", max_ongoing_requests=3, max_imbalance=100)
 
 
 @pytest.fixture(scope="module")
@@ -170,20 +185,29 @@ def test_calls_without_a_key_are_balanced(lenient: EchoApp) -> None:
     assert len(set(replicas)) >= 2
 
 
-def _tree_overflows_to_another_replica(app: EchoApp, key: str) -> None:
+def test_concurrent_calls_made_while_serving_one_request_all_land_on_the_tree_replica(
+    lenient: EchoApp,
+) -> None:
+    home = lenient.replica_of("tree-fanout")
+    replicas = lenient.fanout.remote("tree-fanout", 3).result(timeout_s=60)
+    assert replicas == [home] * 3
+
+
+def _tree_overflows_to_another_replica(app: EchoApp, key: str, held_calls: int) -> None:
     home = app.replica_of(key)
-    held = app.hold(key, 2)
+    held = app.hold(key, held_calls)
     try:
         overflow = app.replica_of(key)
     finally:
         ray.get(app.gate.open.remote())
     assert overflow != home
-    assert [response.result(timeout_s=60) for response in held] == [home, home]
+    assert [response.result(timeout_s=60) for response in held] == [home] * held_calls
 
 
 def test_a_full_replica_passes_its_tree_to_another(lenient: EchoApp) -> None:
-    _tree_overflows_to_another_replica(lenient, "tree-full")
+    _tree_overflows_to_another_replica(lenient, "tree-full", held_calls=3)
 
 
 def test_a_replica_over_the_imbalance_margin_passes_its_tree_to_another(strict: EchoApp) -> None:
-    _tree_overflows_to_another_replica(strict, "tree-busy")
+    # Two calls more than the idle replicas: over the margin of 1, far from full (8).
+    _tree_overflows_to_another_replica(strict, "tree-busy", held_calls=2)
