@@ -140,9 +140,13 @@ def test_game24_task_is_verified_exactly(openai_client: OpenAI, cluster: LocalCl
         extra_body={"task": "game24"},
     )
     tree = httpx.get(f"{cluster.url}/v1/trees/{_reasoning(response)['tree_id']}", timeout=10).json()
-    chains = [n for n in tree["nodes"] if n["depth"] == 1]
-    # The program judges every game24 answer, so the model judge is never asked.
-    assert all("game24" in c["scores"] and "judge" not in c["scores"] for c in chains)
+    scored = [n for n in tree["nodes"] if n["score"] is not None]
+    assert scored
+    # Programs judge every game24 answer and step, so the model judge is never asked.
+    assert all("judge" not in n["scores"] for n in scored)
+    assert all("game24" in n["scores"] for n in scored if n["answer"] is not None)
+    steps = [n for n in scored if n["answer"] is None and n["status"] != "answer"]
+    assert all("game24_steps" in n["scores"] for n in steps)
 
 
 def test_ask_command_prints_answer_summary_usage_and_time(cluster: LocalCluster) -> None:
@@ -179,4 +183,5 @@ def test_concurrent_requests_are_independent(cluster: LocalCluster, openai_clien
     assert rejected.result() == 400
     tree_ids = {_reasoning(r)["tree_id"] for r in responses}
     assert len(tree_ids) == 2
-    assert [_reasoning(r)["branches"] for r in responses] == [1, 4]
+    low_branches, medium_branches = (_reasoning(r)["branches"] for r in responses)
+    assert low_branches == 1 and medium_branches > 1
