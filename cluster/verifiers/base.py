@@ -72,7 +72,7 @@ def register_verifier(cls: type[VerifierT]) -> type[VerifierT]:
 
 def build_verifier(name: str, **kwargs: Any) -> Verifier:
     """A new verifier of the registered class called `name`, constructed with `kwargs`."""
-    cls = _REGISTRY.get(name) or _load_lazy(name)
+    cls = _class_of(name)
     if cls is None:
         raise UnknownVerifierError(name, known_verifiers())
     return cls(**kwargs)
@@ -80,18 +80,22 @@ def build_verifier(name: str, **kwargs: Any) -> Verifier:
 
 def uses_model(name: str) -> bool:
     """Whether the verifier called `name` asks a model (and so costs engine tokens)."""
-    cls = _REGISTRY.get(name) or _load_lazy(name)
+    cls = _class_of(name)
     return cls is not None and cls.uses_model
 
 
 def checks_steps_only(name: str) -> bool:
     """Whether the verifier called `name` judges the steps of a chain, never its answer."""
-    cls = _REGISTRY.get(name) or _load_lazy(name)
+    cls = _class_of(name)
     return cls is not None and not cls.judges_answer
 
 
 def known_verifiers() -> list[str]:
     return sorted(_REGISTRY)
+
+
+def _class_of(name: str) -> type[Verifier] | None:
+    return _REGISTRY.get(name) or _load_lazy(name)
 
 
 def _same_class(first: type[Verifier], second: type[Verifier]) -> bool:

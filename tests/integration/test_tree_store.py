@@ -227,11 +227,11 @@ async def test_concurrent_add_nodes_get_unique_ids_and_depths(redis_server: str)
         assert len(tree.nodes) == len(created) + 1
         by_id = {n.node_id: n for n in tree.nodes}
         assert set(ids) | {root.node_id} == set(by_id)
+        # A node that got children was marked expanded in the same atomic step.
+        parents = {n.parent_id for n in created}
         for node in created:
             assert node.parent_id is not None
             assert node.depth == by_id[node.parent_id].depth + 1
-            # A node that got children was marked expanded in the same atomic step.
-            parents = {n.parent_id for n in created}
             expected_status = "expanded" if node.node_id in parents else "open"
             assert by_id[node.node_id] == replace(node, status=expected_status)
         # The edge index agrees with the parent links stored in the nodes.
