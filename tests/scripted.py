@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -79,6 +80,9 @@ class StepScript:
         scripted = self.proposals.get(path)
         if scripted is None:
             raise AssertionError(f"the search asked for a step after an unscripted path {path}")
+        if request.regex is not None:
+            # The engine cannot write what the grammar forbids (a step proposed here before).
+            scripted = [p for p in scripted if re.fullmatch(request.regex, p.text)]
         completions = tuple(_proposal(p, request) for p in scripted[: request.n])
         return GenerationResult(completions, prompt_tokens=20, cached_tokens=0, replica="scripted")
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from cluster.search.base import SearchOutcome, SearchStrategy, build_strategy, register_strategy
-from cluster.search.context import Chain, SearchContext
+from cluster.search.context import BudgetExhausted, Chain, SearchContext
 from cluster.search.selection import conclude
 from cluster.search.voting import vote_counts
 from cluster.verifiers.base import NEUTRAL_SCORE
@@ -32,12 +32,16 @@ class Assessment:
     reason: str
 
 
-def assess(chains: list[Chain], scores: list[float], proven: bool) -> Assessment:
+def assess(chains: list[Chain], scores: list[float], proven: bool, refuted: set[str]) -> Assessment:
     answered = [c for c in chains if c.answer is not None]
-    counts = vote_counts(answered)
+    # Agreeing on an answer a program found wrong is no sign of an easy problem.
+    counts = vote_counts([c for c in answered if c.node.node_id not in refuted])
     top_votes = max(counts.values(), default=0)
     best = max(scores, default=NEUTRAL_SCORE)
-    seen = f"{len(answered)} of {len(chains)} probe chains answered, {top_votes} agree, best score {best:.2f}"
+    seen = (
+        f"{len(answered)} of {len(chains)} probe chains answered, {len(answered) - sum(counts.values())} "
+        f"of them proven wrong, {top_votes} agree, best score {best:.2f}"
+    )
     if proven:
         return Assessment("easy", f"{seen}; a program verified one")
     if top_votes >= 2 and top_votes >= math.ceil(EASY_AGREEMENT * len(chains)) and best >= NEUTRAL_SCORE:
@@ -62,7 +66,10 @@ class ComputeOptimal(SearchStrategy):
             )
         if chosen == "none":
             return conclude(ctx, f"{self.name} (easy: probe only)")
-        outcome = await build_strategy(chosen).run(ctx)
+        try:
+            outcome = await build_strategy(chosen).run(ctx)
+        except BudgetExhausted:
+            return conclude(ctx, f"{self.name} (chose {chosen}, but the probe spent the budget)")
         reason = f"{self.name} chose {chosen}; {outcome.reason}"
         return SearchOutcome(outcome.winner, outcome.votes, outcome.answered, outcome.score, reason)
 
@@ -72,4 +79,4 @@ class ComputeOptimal(SearchStrategy):
             n, hold_back=ctx.verification_tokens(n), max_tokens=ctx.budget.probe_tokens_per_branch
         )
         scores = await ctx.verify(chains)
-        return assess(chains, scores, proven=ctx.solved is not None)
+        return assess(chains, scores, proven=ctx.solved is not None, refuted=ctx.refuted)

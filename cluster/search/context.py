@@ -149,6 +149,8 @@ class SearchContext:
         self.root: ThoughtNode | None = None
         # Set when a program verified an answer as right: no search can do better.
         self.solved: Chain | None = None
+        # Nodes whose answer a program checked and found wrong.
+        self.refuted: set[str] = set()
         self.steps: StepFormat = step_format(request.problem, task_settings)
         self._nodes: dict[str, ThoughtNode] = {}
         self._started = time.monotonic()
@@ -224,7 +226,11 @@ class SearchContext:
         )
 
     def answered(self) -> list[Chain]:
-        return [c for c in self.chains if c.answer is not None]
+        """Chains that reached an answer and were not pruned (a repeat of a sibling)."""
+        return [c for c in self.chains if c.answer is not None and not self.pruned(c)]
+
+    def pruned(self, chain: Chain) -> bool:
+        return self._nodes[chain.node.node_id].status == "pruned"
 
     async def set_status(self, chains: Sequence[Chain], status: NodeStatus) -> None:
         for chain in chains:
@@ -305,8 +311,16 @@ class SearchContext:
         """
         steps = [n.text for n in self.path_to(node)]
         final = len(steps) + 1 >= self.budget.max_depth
-        shape = self.steps.request(steps, final)
+        known = {child.text for child in self.children_of(node)}
+        shape = self.steps.request(steps, final, tried=sorted(known))
+        if shape is None:
+            # Every step the task allows here was proposed already.
+            if node.status == "open":
+                await self.set_status([self.chain_of(node)], "expanded")
+            return []
         per_step = self.budget.max_tokens_per_branch if final else self.budget.max_tokens_per_step
+        if shape.max_tokens is not None:
+            per_step = min(per_step, shape.max_tokens)
         async with self._ledger.reservation(self.tree_id, TOKENS, k * per_step) as reservation:
             k, max_tokens = _fit_chains(k, reservation.amount, per_step)
             prompt = self.steps.prompt(self.request.prompt, steps)
@@ -316,7 +330,6 @@ class SearchContext:
         # A step already among the siblings adds nothing to grow: it is written (its tokens
         # were spent) but pruned at once.
         drafts: list[NodeDraft] = []
-        known = {child.text for child in self.children_of(node)}
         for completion in result.completions:
             step = self.steps.read(steps, completion, final)
             status: NodeStatus = "open" if not step.terminal else "answer" if step.answer else "pruned"
@@ -424,6 +437,11 @@ class SearchContext:
             scores={v.verifier: v.score for v in verdicts if v.passed is not None},
         )
         self._nodes[node.node_id] = node
+        if not chain.terminal and _found_wrong(verdicts, of_answer=False):
+            # A wrong step: nothing that grows from it can be right.
+            await self.set_status([chain], "pruned")
+        if chain.answer is not None and _found_wrong(verdicts, of_answer=True):
+            self.refuted.add(node.node_id)
         if self.solved is None and chain.answer is not None and _proven(verdicts):
             self.solved = chain
         return score
@@ -448,6 +466,13 @@ def combined_score(verdicts: Sequence[Verdict]) -> float:
 def _proven(verdicts: Sequence[Verdict]) -> bool:
     """A program (not a model's opinion) checked the answer and found it right."""
     return any(v.passed and v.judges_answer and not uses_model(v.verifier) for v in verdicts)
+
+
+def _found_wrong(verdicts: Sequence[Verdict], *, of_answer: bool) -> bool:
+    """A program (not a model's opinion) checked the answer (or the steps) and found it wrong."""
+    return any(
+        v.passed is False and v.judges_answer == of_answer and not uses_model(v.verifier) for v in verdicts
+    )
 
 
 def _mean(values: Sequence[float]) -> float | None:

@@ -63,8 +63,11 @@ class MonteCarloTreeSearch(SearchStrategy):
                 children = await ctx.expand(path[-1], k)
             except BudgetExhausted:
                 break
+            if not children:
+                # Every step allowed here was proposed before; the node is now expanded.
+                continue
             await score(ctx, children)
-            evaluated = [child for child in children if child.node.status != "pruned"]
+            evaluated = [child for child in children if not ctx.pruned(child)]
             for child in evaluated:
                 # Each new step's own evaluation counts as its first visit.
                 await ctx.backpropagate([ctx.node(child.node.node_id)], score_of(ctx, child))

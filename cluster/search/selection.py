@@ -16,8 +16,8 @@ def score_of(ctx: SearchContext, chain: Chain) -> float:
 
 
 def alive(ctx: SearchContext, chains: Sequence[Chain]) -> list[Chain]:
-    """Chains a verifier has not ruled out (a score of 0: a wrong step, a broken format)."""
-    return [c for c in chains if score_of(ctx, c) > 0.0]
+    """Chains not ruled out: neither pruned (a wrong step, a repeat) nor scored 0 (a broken format)."""
+    return [c for c in chains if not ctx.pruned(c) and score_of(ctx, c) > 0.0]
 
 
 def best_first(ctx: SearchContext, chains: Sequence[Chain]) -> list[Chain]:

@@ -13,11 +13,12 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
+from itertools import permutations
 
 from cluster.answers import extract_answer, extract_stated_answer
 from cluster.config import TaskSettings
 from cluster.types import Completion, Problem, TaskFamily
-from cluster.verifiers.game24 import extract_game24_expression, number_text, parse_game24_step
+from cluster.verifiers.game24 import TARGET, extract_game24_expression, number_text, parse_game24_step
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +27,8 @@ class StepRequest:
 
     stop: tuple[str, ...] = ()
     regex: str | None = None
+    # The most tokens a step can take, where the grammar bounds it.
+    max_tokens: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,8 +53,11 @@ class StepFormat(ABC):
         return self.delimiter.join(steps)
 
     @abstractmethod
-    def request(self, steps: Sequence[str], final: bool) -> StepRequest:
-        """How to ask for the next step; `final`: the depth limit says it must end the chain."""
+    def request(self, steps: Sequence[str], final: bool, tried: Sequence[str] = ()) -> StepRequest | None:
+        """How to ask for the next step; `final`: the depth limit says it must end the chain.
+
+        `tried` are the steps already proposed here; None when no other step is possible.
+        """
 
     @abstractmethod
     def read(self, steps: Sequence[str], completion: Completion, final: bool) -> Step:
@@ -61,7 +67,7 @@ class StepFormat(ABC):
 class DelimitedSteps(StepFormat):
     """Free text; a step ends where the model writes the delimiter (a blank line by default)."""
 
-    def request(self, steps: Sequence[str], final: bool) -> StepRequest:
+    def request(self, steps: Sequence[str], final: bool, tried: Sequence[str] = ()) -> StepRequest | None:
         # The last step allowed must finish the chain: no stop at the delimiter.
         return StepRequest() if final else StepRequest(stop=(self.delimiter,))
 
@@ -78,6 +84,7 @@ class DelimitedSteps(StepFormat):
 
 # At most this many digits per number keeps a looping model from filling a step with digits.
 _NUMBER = r"-?[0-9]{1,4}(/[0-9]{1,4})?"
+_NUMBER_CHARS = len("-1234/5678")
 
 
 class Game24Steps(StepFormat):
@@ -86,12 +93,34 @@ class Game24Steps(StepFormat):
     bookkeeping, "(left: ...)". The chain ends when one number is left; its answer is the
     expression the steps built. Right or wrong, the verifiers decide."""
 
-    def request(self, steps: Sequence[str], final: bool) -> StepRequest:
-        pool = self._replay(steps)
-        operands = "|".join(
-            re.escape(t) for t in sorted({number_text(v) for v, _ in pool}, key=len, reverse=True)
+    def request(self, steps: Sequence[str], final: bool, tried: Sequence[str] = ()) -> StepRequest | None:
+        pool = [value for value, _ in self._replay(steps)]
+        # Sampling without replacement among siblings: a step already proposed here (or its
+        # mirror image, for + and *) is not offered again. The model still chooses. Only
+        # steps this format wrote count (they list the numbers left), not free-text chains.
+        proposed = [step for text in tried if (step := parse_game24_step(text)) and step.left is not None]
+        seen = {(step.a, step.op, step.b) for step in proposed}
+        seen |= {(b, op, a) for a, op, b in seen if op in "+*"}
+        operations = sorted(
+            {
+                (number_text(pool[i]), op, number_text(pool[j]))
+                for i, j in permutations(range(len(pool)), 2)
+                for op in "+-*/"
+                if (pool[i], op, pool[j]) not in seen
+            }
         )
-        return StepRequest(regex=f"({operands}) [-+*/] ({operands}) = {_NUMBER}")
+        if not operations:
+            return None
+        # The game's rule, not its solution: the step that uses the last two numbers claims
+        # the target; the verifiers decide whether the claim holds.
+        last = len(pool) == 2
+        result = str(TARGET) if last else _NUMBER
+        alternatives = "|".join(" ".join(re.escape(part) for part in operation) for operation in operations)
+        regex = f"({alternatives}) = {result}"
+        # Every token is at least one character, and the end-of-sequence token is one more.
+        result_chars = len(result) if last else _NUMBER_CHARS
+        longest = max(len(" ".join(operation)) for operation in operations) + len(" = ") + result_chars + 1
+        return StepRequest(regex=regex, max_tokens=longest)
 
     def read(self, steps: Sequence[str], completion: Completion, final: bool) -> Step:
         text = completion.text.strip()

@@ -46,12 +46,12 @@ class StepwiseSearch(SearchStrategy):
                 expanding = [(c.node, self.proposals(ctx)) for c in kept]
             if not expanding:
                 # Every path ended without a verified answer: spend what is left on new ones.
-                if await ctx.tokens_left() < ctx.budget.max_tokens_per_step:
-                    break
                 expanding = [(ctx.root, self.root_proposals(ctx))]
+            from_root = all(node.node_id == ctx.root.node_id for node, _ in expanding)
             new = await expand_all(ctx, expanding)
             expanding = []
-            if not new and await ctx.tokens_left() < ctx.budget.max_tokens_per_step:
+            if not new and from_root:
+                # The budget is spent, or the root has no step left that was not proposed.
                 break
             await score(ctx, new)
             frontier = [c for c in new if not c.terminal]
@@ -79,7 +79,7 @@ async def score(ctx: SearchContext, chains: Sequence[Chain]) -> None:
 
     Pruned proposals (repeats of a sibling, broken steps) are not worth a verifier call.
     """
-    chains = [c for c in chains if c.node.status != "pruned"]
+    chains = [c for c in chains if not ctx.pruned(c)]
     finished = [c for c in chains if c.terminal]
     unfinished = [c for c in chains if not c.terminal]
     for group in (finished, unfinished):

@@ -29,10 +29,10 @@ GAME24_SCRIPT: dict[tuple[str, ...], list[Proposal]] = {
     (): [P("13 - 9 = 4", -0.1), P("4 * 9 = 35", -0.05), P("10 - 4 = 6", -0.9), P("4 + 9 = 13", -0.5)],
     ("13 - 9 = 4",): [P("10 - 4 = 6", -0.2), P("4 * 4 = 16", -0.3)],
     ("4 + 9 = 13",): [P("13 + 13 = 26", -0.1), P("10 * 13 = 130", -0.2)],
-    ("4 + 9 = 13", "13 + 13 = 26"): [P("26 - 10 = 16", -0.1), P("26 * 10 = 260", -0.2)],
-    ("13 - 9 = 4", "10 - 4 = 6"): [P("4 * 6 = 24", -0.4), P("6 - 4 = 2", -0.3)],
-    ("13 - 9 = 4", "4 * 4 = 16"): [P("16 + 10 = 26", -0.4), P("16 - 10 = 6", -0.3)],
-    ("4 + 9 = 13", "10 * 13 = 130"): [P("130 - 13 = 117", -0.4), P("130 / 13 = 10", -0.3)],
+    ("4 + 9 = 13", "13 + 13 = 26"): [P("26 - 10 = 24", -0.1), P("26 * 10 = 24", -0.2)],
+    ("13 - 9 = 4", "10 - 4 = 6"): [P("4 * 6 = 24", -0.4), P("6 - 4 = 24", -0.3)],
+    ("13 - 9 = 4", "4 * 4 = 16"): [P("16 + 10 = 24", -0.4), P("16 - 10 = 24", -0.3)],
+    ("4 + 9 = 13", "10 * 13 = 130"): [P("130 - 13 = 24", -0.4), P("130 / 13 = 24", -0.3)],
 }
 
 
@@ -111,10 +111,10 @@ async def test_beam_search_keeps_the_best_steps_and_finds_the_verified_answer(re
         "4 * 4 = 16": "pruned",
         "13 + 13 = 26": "expanded",
         "10 * 13 = 130": "pruned",
-        "26 - 10 = 16": "answer",
-        "26 * 10 = 260": "answer",
+        "26 - 10 = 24": "answer",
+        "26 * 10 = 24": "answer",
         "4 * 6 = 24": "won",
-        "6 - 4 = 2": "answer",
+        "6 - 4 = 24": "answer",
     } | {"10 - 4 = 6": tree_status_of_duplicate(tree.nodes)}
     winner = next(n for n in tree.nodes if n.node_id == tree.winning_path[-1])
     assert winner.text == "4 * 6 = 24 (left: 24)"
@@ -123,6 +123,27 @@ async def test_beam_search_keeps_the_best_steps_and_finds_the_verified_answer(re
     snapshot = await harness.ledger.snapshot("beam")
     assert snapshot.spent[TOKENS] == result.usage.completion_tokens == 60
     assert snapshot.reserved[TOKENS] == 0
+
+
+async def test_wrong_steps_are_pruned_at_once_and_repeats_never_win(redis_client: Redis) -> None:
+    script = {
+        (): [P("13 - 9 = 4", -0.1)],
+        # The model is surer of the wrong step; the step checker rules it out before it grows.
+        ("13 - 9 = 4",): [P("10 - 4 = 7", -0.01), P("10 - 4 = 6", -0.5)],
+        ("13 - 9 = 4", "10 - 4 = 6"): [P("6 - 4 = 24", -0.1), P("6 - 4 = 24", -0.1)],
+    }
+    harness = Harness(redis_client, tree_config("beam_search", tokens=40), game24_engine(script))
+    result = await harness.solve("wrong")
+    tree = await harness.store.get_tree("wrong")
+    assert tree is not None
+    wrong = next(n for n in tree.nodes if n.text.startswith("10 - 4 = 7"))
+    assert wrong.status == "pruned" and not [n for n in tree.nodes if n.parent_id == wrong.node_id]
+    finals = [n for n in tree.nodes if n.text.startswith("6 - 4 = 24")]
+    winner = next(n for n in tree.nodes if n.node_id == tree.winning_path[-1])
+    # The repeat is written (its tokens were spent) but pruned: only the verified copy can win.
+    assert sorted(n.status for n in finals) == ["pruned", "won"]
+    assert winner in finals and winner.scores["game24"] < 1.0
+    assert result.answer == "(10 - 4) - (13 - 9)"
 
 
 def tree_status_of_duplicate(nodes: list[ThoughtNode]) -> str:
@@ -153,8 +174,8 @@ async def test_dvts_grows_each_subtree_greedily(redis_client: Redis) -> None:
         (): [P("13 - 9 = 4", -0.1), P("4 + 9 = 13", -0.5)],
         ("13 - 9 = 4",): [P("10 - 4 = 6", -0.2), P("4 * 4 = 16", -0.3)],
         ("4 + 9 = 13",): [P("13 + 13 = 26", -0.1), P("10 * 13 = 130", -0.2)],
-        ("4 + 9 = 13", "13 + 13 = 26"): [P("26 - 10 = 16", -0.1), P("26 * 10 = 260", -0.2)],
-        ("13 - 9 = 4", "10 - 4 = 6"): [P("6 - 4 = 2", -0.3), P("4 * 6 = 24", -0.4)],
+        ("4 + 9 = 13", "13 + 13 = 26"): [P("26 - 10 = 24", -0.1), P("26 * 10 = 24", -0.2)],
+        ("13 - 9 = 4", "10 - 4 = 6"): [P("6 - 4 = 24", -0.3), P("4 * 6 = 24", -0.4)],
     }
     engine = game24_engine(script)
     harness = Harness(redis_client, tree_config("dvts"), engine)
@@ -189,7 +210,7 @@ async def test_mcts_follows_value_and_prior_and_backs_up_visits(redis_client: Re
     script = {
         (): [P("13 - 9 = 4", -0.1), P("4 * 9 = 35", -0.05)],
         ("13 - 9 = 4",): [P("10 - 4 = 6", -0.2), P("4 * 4 = 16", -0.3)],
-        ("13 - 9 = 4", "10 - 4 = 6"): [P("4 * 6 = 24", -0.4), P("6 - 4 = 2", -0.3)],
+        ("13 - 9 = 4", "10 - 4 = 6"): [P("4 * 6 = 24", -0.4), P("6 - 4 = 24", -0.3)],
     }
     engine = game24_engine(script)
     harness = Harness(redis_client, tree_config("mcts"), engine)
@@ -202,7 +223,8 @@ async def test_mcts_follows_value_and_prior_and_backs_up_visits(redis_client: Re
     root = next(n for n in tree.nodes if n.parent_id is None)
     assert (root.visits, root.value_sum) == (3, 3.0)
     assert by_text["13 - 9 = 4"].visits == 3
-    assert by_text["4 * 9 = 35"].visits == 1 and by_text["4 * 9 = 35"].value_sum == 0.0
+    # A wrong step is pruned as soon as the step checker sees it: never visited.
+    assert by_text["4 * 9 = 35"].status == "pruned" and by_text["4 * 9 = 35"].visits == 0
     assert by_text["4 * 4 = 16"].visits == 1  # evaluated once, never chosen
 
 
@@ -222,6 +244,24 @@ async def test_compute_optimal_stops_early_on_an_easy_problem(redis_client: Redi
     assert snapshot.spent[TOKENS] < snapshot.granted[TOKENS] // 4  # the rest is handed back
 
 
+async def test_a_probe_that_spends_the_budget_answers_from_the_probe(redis_client: Redis) -> None:
+    problem = Problem((ChatMessage("user", "3 pencils cost 45 cents; what do 7 cost?"),), TaskFamily.MATH)
+    probe = [
+        "3 * 5 = 15 and 15 * 7 = 105 so the answer is 105.",
+        "Let me think about it for a while. The answer is 84.",
+        "Hmm, maybe 2 + 2 = 4 here. The answer is 4.",
+    ]
+    engine = StepScript("PROMPT", "\n", {}, whole_chains=probe)
+    harness = Harness(redis_client, tree_config("compute_optimal", tokens=48), engine)
+    result = await harness.solve("spent", problem)
+    # Promising enough for best-of-N, but the 8 tokens left cannot pay for another chain.
+    meta = await harness.store.get_meta("spent")
+    assert meta is not None and meta.extra["strategy_choice"] == "best_of_n"
+    assert result.answer == "105" and len(engine.requests) == 1
+    snapshot = await harness.ledger.snapshot("spent")
+    assert snapshot.spent[TOKENS] == 40 and snapshot.reserved[TOKENS] == 0
+
+
 async def test_compute_optimal_searches_a_hard_problem(redis_client: Redis) -> None:
     engine = StepScript("PROMPT", "\n", GAME24_SCRIPT, whole_chains=["I think 24", "no idea", "4 + 9 = 13"])
     harness = Harness(redis_client, tree_config("compute_optimal"), engine)
@@ -232,6 +272,18 @@ async def test_compute_optimal_searches_a_hard_problem(redis_client: Redis) -> N
     assert (meta.extra["difficulty"], meta.extra["strategy_choice"]) == ("hard", "beam_search")
     events = [e["kind"] for _, e in await harness.store.read_events("hard")]
     assert "strategy" in events and "progress" in events
+
+
+async def test_probe_agreeing_on_a_wrong_answer_does_not_make_a_problem_easy(redis_client: Redis) -> None:
+    wrong = "Add them all: 4 + 9 + 10 + 13"
+    engine = StepScript("PROMPT", "\n", GAME24_SCRIPT, whole_chains=[wrong, wrong, wrong])
+    harness = Harness(redis_client, tree_config("compute_optimal"), engine)
+    result = await harness.solve("agreeing")
+    assert result.answer == SOLUTION
+    meta = await harness.store.get_meta("agreeing")
+    assert meta is not None
+    assert (meta.extra["difficulty"], meta.extra["strategy_choice"]) == ("hard", "beam_search")
+    assert "3 of them proven wrong" in meta.extra["choice_reason"]
 
 
 async def test_a_resumed_search_continues_the_stored_tree(redis_client: Redis) -> None:

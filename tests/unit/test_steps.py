@@ -1,0 +1,68 @@
+"""Step formats: what the engine is asked for, and how a proposal is read back."""
+
+from __future__ import annotations
+
+import re
+
+from cluster.config import TaskSettings
+from cluster.prompts import build_problem
+from cluster.search.steps import Game24Steps, step_format
+from cluster.types import ChatMessage, Completion, TaskFamily
+
+PUZZLE = build_problem((ChatMessage("user", "4 9 10 13"),), TaskFamily.GAME24)
+
+
+def steps() -> Game24Steps:
+    format_ = step_format(PUZZLE, TaskSettings())
+    assert isinstance(format_, Game24Steps)
+    return format_
+
+
+def test_game24_grammar_admits_only_the_numbers_left() -> None:
+    shape = steps().request([], final=False)
+    assert shape.regex is not None
+    assert re.fullmatch(shape.regex, "13 - 9 = 4")
+    assert re.fullmatch(shape.regex, "10 / 4 = 5/2")
+    assert not re.fullmatch(shape.regex, "7 - 9 = -2")  # 7 is not in the puzzle
+    assert not re.fullmatch(shape.regex, "13 - 9 = 4 (left: 4 10 4)")
+
+
+def test_the_last_step_claims_the_target_and_the_verifier_judges_the_claim() -> None:
+    shape = steps().request(["13 - 9 = 4 (left: 4 10 4)", "10 - 4 = 6 (left: 4 6)"], final=False)
+    assert shape.regex is not None
+    assert re.fullmatch(shape.regex, "4 * 6 = 24") and re.fullmatch(shape.regex, "6 - 4 = 24")
+    assert not re.fullmatch(shape.regex, "6 - 4 = 2")
+
+
+def test_a_step_costs_at_most_its_longest_sentence_in_tokens() -> None:
+    pool = ["13 - 9 = 4 (left: 4 10 4)"]
+    shape = steps().request(pool, final=False)
+    longest = "10 / 4 = -1234/5678"
+    assert shape.regex is not None and re.fullmatch(shape.regex, longest)
+    # Each token is at least one character; one more for the end of the sequence.
+    assert shape.max_tokens == len(longest) + 1
+
+
+def test_reading_a_step_adds_the_numbers_left_and_ends_at_one_number() -> None:
+    format_ = steps()
+    first = format_.read([], Completion("13 - 9 = 4", 5, "stop"), final=False)
+    assert (first.text, first.terminal, first.answer) == ("13 - 9 = 4 (left: 4 10 4)", False, None)
+    path = [first.text, "10 - 4 = 6 (left: 4 6)"]
+    last = format_.read(path, Completion("4 * 6 = 24", 5, "stop"), final=False)
+    assert last.terminal and last.answer == "(13 - 9) * (10 - 4)"
+
+
+def test_steps_proposed_here_before_are_not_offered_again() -> None:
+    format_ = steps()
+    path = ["13 - 9 = 4 (left: 4 10 4)", "10 - 4 = 6 (left: 4 6)"]
+    tried = ["4 * 6 = 24 (left: 24)", "6 - 4 = 24 (left: 24)"]
+    shape = format_.request(path, final=False, tried=tried)
+    assert shape is not None and shape.regex is not None
+    assert not re.fullmatch(shape.regex, "6 * 4 = 24")  # the mirror image of a step tried
+    assert not re.fullmatch(shape.regex, "6 - 4 = 24")
+    assert re.fullmatch(shape.regex, "4 - 6 = 24")
+    everything = [f"{a} {op} {b} = 24 (left: 24)" for a, b in (("4", "6"), ("6", "4")) for op in "+-*/"]
+    assert format_.request(path, final=False, tried=everything) is None
+    # A free-text chain that happens to read like a step is not a step of this format.
+    fresh = format_.request([], final=False, tried=["4 + 9 = 13"])
+    assert fresh is not None and fresh.regex is not None and re.fullmatch(fresh.regex, "4 + 9 = 13")
