@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from cluster.config import EffortBudget, TaskSettings
-from cluster.search.steps import StepFormat, step_format, task_answer
+from cluster.search.steps import StepFormat, StepRequest, step_format, task_answer
 from cluster.store import (
     BudgetLedger,
     NodeDraft,
@@ -208,6 +208,14 @@ class SearchContext:
     def children_of(self, node: ThoughtNode) -> list[ThoughtNode]:
         return [n for n in self._nodes.values() if n.parent_id == node.node_id]
 
+    def expanded_steps(self) -> list[ThoughtNode]:
+        """Unfinished steps that were expanded before (the root is not a step)."""
+        return [
+            n
+            for n in self._nodes.values()
+            if n.status == "expanded" and n.parent_id is not None and n.answer is None
+        ]
+
     def open_nodes(self) -> list[ThoughtNode]:
         """Steps waiting to be expanded."""
         return [n for n in self._nodes.values() if n.status == "open" and n.parent_id is not None]
@@ -305,7 +313,8 @@ class SearchContext:
         return await self._record(self.root, drafts, result)
 
     async def expand(self, node: ThoughtNode, k: int) -> list[Chain]:
-        """Propose up to `k` next steps after `node` in one batched engine call.
+        """Propose up to `k` next steps after `node`: sampled in one batched engine call, or,
+        greedily, one call per step, each leaving out the steps proposed before it.
 
         The last step the depth limit allows must end the chain.
         """
@@ -318,6 +327,22 @@ class SearchContext:
             if node.status == "open":
                 await self.set_status([self.chain_of(node)], "expanded")
             return []
+        if shape.temperature != 0:
+            return await self._propose(node, steps, final, shape, k, known)
+        # Greedy decoding would repeat one step k times in a batch.
+        chains: list[Chain] = []
+        while shape is not None and len(chains) < k:
+            proposed = await self._propose(node, steps, final, shape, 1, known)
+            if not proposed:
+                break  # the engine wrote nothing: asking again would not change that
+            chains += proposed
+            shape = self.steps.request(steps, final, tried=sorted(known))
+        return chains
+
+    async def _propose(
+        self, node: ThoughtNode, steps: list[str], final: bool, shape: StepRequest, k: int, known: set[str]
+    ) -> list[Chain]:
+        """`k` proposals after `node` in one engine call; adds their texts to `known`."""
         per_step = self.budget.max_tokens_per_branch if final else self.budget.max_tokens_per_step
         if shape.max_tokens is not None:
             per_step = min(per_step, shape.max_tokens)
@@ -326,7 +351,9 @@ class SearchContext:
             prompt = self.steps.prompt(self.request.prompt, steps)
             # Each call its own seed: a node expanded again must not repeat its first proposals.
             seed = None if self.request.seed is None else self.request.seed + len(self.chains) + 1
-            result = await self._generate(reservation, prompt, k, max_tokens, seed, shape.stop, shape.regex)
+            result = await self._generate(
+                reservation, prompt, k, max_tokens, seed, shape.stop, shape.regex, shape.temperature
+            )
         # A step already among the siblings adds nothing to grow: it is written (its tokens
         # were spent) but pruned at once.
         drafts: list[NodeDraft] = []
@@ -348,13 +375,14 @@ class SearchContext:
         seed: int | None,
         stop: tuple[str, ...] = (),
         regex: str | None = None,
+        temperature: float | None = None,
     ) -> GenerationResult:
         result = await self._generator.generate(
             GenerationRequest(
                 prompt=prompt,
                 n=n,
                 max_tokens=max_tokens,
-                temperature=self.budget.temperature,
+                temperature=self.budget.temperature if temperature is None else temperature,
                 top_k=self.budget.top_k,
                 seed=seed,
                 stop=stop,

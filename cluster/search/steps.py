@@ -29,6 +29,8 @@ class StepRequest:
     regex: str | None = None
     # The most tokens a step can take, where the grammar bounds it.
     max_tokens: int | None = None
+    # None: the effort's temperature.
+    temperature: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,9 +43,10 @@ class Step:
 
 
 class StepFormat(ABC):
-    def __init__(self, problem: Problem, delimiter: str) -> None:
+    def __init__(self, problem: Problem, delimiter: str, temperature: float | None = None) -> None:
         self.problem = problem
         self.delimiter = delimiter
+        self.temperature = temperature
 
     def prompt(self, base_prompt: str, steps: Sequence[str]) -> str:
         """The prompt that asks for the step after `steps`: the path so far, as the model wrote it."""
@@ -69,7 +72,7 @@ class DelimitedSteps(StepFormat):
 
     def request(self, steps: Sequence[str], final: bool, tried: Sequence[str] = ()) -> StepRequest | None:
         # The last step allowed must finish the chain: no stop at the delimiter.
-        return StepRequest() if final else StepRequest(stop=(self.delimiter,))
+        return StepRequest(stop=() if final else (self.delimiter,), temperature=self.temperature)
 
     def read(self, steps: Sequence[str], completion: Completion, final: bool) -> Step:
         text = completion.text.rstrip()
@@ -120,7 +123,7 @@ class Game24Steps(StepFormat):
         # Every token is at least one character, and the end-of-sequence token is one more.
         result_chars = len(result) if last else _NUMBER_CHARS
         longest = max(len(" ".join(operation)) for operation in operations) + len(" = ") + result_chars + 1
-        return StepRequest(regex=regex, max_tokens=longest)
+        return StepRequest(regex=regex, max_tokens=longest, temperature=self.temperature)
 
     def read(self, steps: Sequence[str], completion: Completion, final: bool) -> Step:
         text = completion.text.strip()
@@ -173,5 +176,5 @@ def task_answer(problem: Problem, text: str) -> str | None:
 
 def step_format(problem: Problem, settings: TaskSettings) -> StepFormat:
     if problem.task is TaskFamily.GAME24:
-        return Game24Steps(problem, "\n")
-    return DelimitedSteps(problem, settings.step_delimiter)
+        return Game24Steps(problem, "\n", settings.step_temperature)
+    return DelimitedSteps(problem, settings.step_delimiter, settings.step_temperature)

@@ -35,6 +35,8 @@ class StepwiseSearch(SearchStrategy):
         assert ctx.root is not None
         frontier = [ctx.chain_of(node) for node in ctx.open_nodes()]
         expanding: list[tuple[ThoughtNode, int]] = []
+        # Nodes after which nothing new can be proposed (a grammar with no step left to offer).
+        exhausted: set[str] = set()
         if not frontier:
             # A fresh tree, or one that holds only whole chains (a probe): start at the root.
             expanding = [(ctx.root, self.root_proposals(ctx))]
@@ -46,31 +48,47 @@ class StepwiseSearch(SearchStrategy):
                 expanding = [(c.node, self.proposals(ctx)) for c in kept]
             if not expanding:
                 # Every path ended without a verified answer: spend what is left on new ones.
-                expanding = [(ctx.root, self.root_proposals(ctx))]
-            from_root = all(node.node_id == ctx.root.node_id for node, _ in expanding)
-            new = await expand_all(ctx, expanding)
-            expanding = []
-            if not new and from_root:
-                # The budget is spent, or the root has no step left that was not proposed.
+                expanding = self.restart(ctx, exhausted)
+            if not expanding:
+                break  # every step the task allows was proposed
+            try:
+                new = await expand_all(ctx, expanding)
+            except BudgetExhausted:
                 break
+            if not new:
+                exhausted.update(node.node_id for node, _ in expanding)
+            expanding = []
             await score(ctx, new)
             frontier = [c for c in new if not c.terminal]
             ranked = best_first(ctx, alive(ctx, new))
             await ctx.progress(max((c.node.depth for c in new), default=0), ranked[0] if ranked else None)
         return conclude(ctx, self.name)
 
+    def restart(self, ctx: SearchContext, exhausted: set[str]) -> list[tuple[ThoughtNode, int]]:
+        """New paths from the root while it has steps left to propose; then from the best
+        steps the search chose before (backtracking), where the grammar still offers more."""
+        assert ctx.root is not None
+        if ctx.root.node_id not in exhausted:
+            return [(ctx.root, self.root_proposals(ctx))]
+        chosen_before = [ctx.chain_of(node) for node in ctx.expanded_steps() if node.node_id not in exhausted]
+        return [(c.node, self.proposals(ctx)) for c in self.keep(ctx, alive(ctx, chosen_before))]
+
 
 async def expand_all(ctx: SearchContext, expanding: Sequence[tuple[ThoughtNode, int]]) -> list[Chain]:
-    """Expand the nodes concurrently (the engine batches them); stop quietly when the budget
-    has nothing left for some of them."""
+    """Expand the nodes concurrently (the engine batches them). BudgetExhausted only when
+    the budget left none of them anything."""
     results = await asyncio.gather(*(ctx.expand(node, k) for node, k in expanding), return_exceptions=True)
     new: list[Chain] = []
+    spent: BudgetExhausted | None = None
     for result in results:
         if isinstance(result, BudgetExhausted):
-            continue
-        if isinstance(result, BaseException):
+            spent = result
+        elif isinstance(result, BaseException):
             raise result
-        new.extend(result)
+        else:
+            new.extend(result)
+    if spent is not None and not new:
+        raise spent
     return new
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 
 import pytest
@@ -132,7 +133,11 @@ async def test_wrong_steps_are_pruned_at_once_and_repeats_never_win(redis_client
         ("13 - 9 = 4",): [P("10 - 4 = 7", -0.01), P("10 - 4 = 6", -0.5)],
         ("13 - 9 = 4", "10 - 4 = 6"): [P("6 - 4 = 24", -0.1), P("6 - 4 = 24", -0.1)],
     }
-    harness = Harness(redis_client, tree_config("beam_search", tokens=40), game24_engine(script))
+    # Sampled steps: a batch can repeat a step (greedy ones leave out those proposed before).
+    config = tree_config("beam_search", tokens=40).with_overrides(
+        {"tasks": {"game24": {"step_temperature": 0.8}}}
+    )
+    harness = Harness(redis_client, config, game24_engine(script))
     result = await harness.solve("wrong")
     tree = await harness.store.get_tree("wrong")
     assert tree is not None
@@ -152,6 +157,44 @@ def tree_status_of_duplicate(nodes: list[ThoughtNode]) -> str:
     second = next(n for n in nodes if n.text.startswith("10 - 4 = 6") and n.depth == 2)
     assert (first.status, second.status) == ("pruned", "won")
     return "won"
+
+
+BACKTRACK_SCRIPT: dict[tuple[str, ...], list[Proposal]] = {
+    (): [P("13 - 9 = 4", -0.1), P("4 + 9 = 13", -0.5)],
+    ("13 - 9 = 4",): [P("4 * 4 = 16", -0.9), P("10 - 4 = 6", -0.2)],
+    ("4 + 9 = 13",): [P("13 + 13 = 26", -0.8)],
+    ("13 - 9 = 4", "4 * 4 = 16"): [P("16 - 10 = 24", -0.1)],
+    ("4 + 9 = 13", "13 + 13 = 26"): [P("26 * 10 = 24", -0.1)],
+    ("13 - 9 = 4", "10 - 4 = 6"): [P("4 * 6 = 24", -0.1)],
+}
+
+
+async def test_when_the_root_has_no_step_left_the_search_backtracks_to_the_best_steps(
+    redis_client: Redis,
+) -> None:
+    # Both first steps, then one step after each, then two wrong answers: every path ended
+    # and the root has nothing new to offer. The best step chosen before gets its next step.
+    harness = Harness(
+        redis_client, tree_config("beam_search", branches=2, width=2), game24_engine(BACKTRACK_SCRIPT)
+    )
+    result = await harness.solve("backtrack")
+    assert result.answer == SOLUTION
+    tree = await harness.store.get_tree("backtrack")
+    assert tree is not None
+    by_text = {n.text.split(" (left:")[0]: n for n in tree.nodes}
+    assert by_text["10 - 4 = 6"].parent_id == by_text["13 - 9 = 4"].node_id
+
+
+async def test_a_search_with_nothing_left_to_propose_stops_and_keeps_the_rest_of_the_budget(
+    redis_client: Redis,
+) -> None:
+    script = {path: steps for path, steps in BACKTRACK_SCRIPT.items() if "10 - 4 = 6" not in path}
+    script[("13 - 9 = 4",)] = [P("4 * 4 = 16", -0.9)]
+    harness = Harness(redis_client, tree_config("beam_search", branches=2, width=2), game24_engine(script))
+    await harness.solve("dead-ends")
+    snapshot = await harness.ledger.snapshot("dead-ends")
+    # Six proposals of 5 tokens; the other 370 tokens of the grant are handed back.
+    assert snapshot.spent[TOKENS] == 30 and snapshot.reserved[TOKENS] == 0
 
 
 async def test_budget_stops_the_search_exactly(redis_client: Redis) -> None:
@@ -186,7 +229,35 @@ async def test_dvts_grows_each_subtree_greedily(redis_client: Redis) -> None:
     status = statuses(tree.nodes)
     assert status["4 * 4 = 16"] == "pruned" and status["10 * 13 = 130"] == "pruned"
     assert status["13 + 13 = 26"] == "expanded"  # the other subtree went on, not pruned by this one
-    assert engine.requests[0].n == 2 and all(r.n == 2 for r in engine.requests)
+    expanded = [n for n in tree.nodes if n.status in ("expanded", "won") and n.answer is None]
+    assert all(len([c for c in tree.nodes if c.parent_id == n.node_id]) == 2 for n in expanded)
+
+
+async def test_greedy_steps_come_one_per_call_each_leaving_out_those_before(redis_client: Redis) -> None:
+    # Game of 24 steps are greedy by default: the model's top step, then its next best, ...
+    engine = game24_engine()
+    harness = Harness(redis_client, tree_config("beam_search", branches=3, width=1), engine)
+    await harness.solve("greedy")
+    first_round = engine.requests[:3]
+    assert [(r.n, r.temperature) for r in first_round] == [(1, 0.0)] * 3
+    proposed = ["13 - 9 = 4", "4 * 9 = 35", "10 - 4 = 6"]
+    for i, request in enumerate(first_round):
+        assert request.regex is not None
+        allowed = [bool(re.fullmatch(request.regex, step)) for step in proposed]
+        assert allowed == [False] * i + [True] * (3 - i)
+    tree = await harness.store.get_tree("greedy")
+    assert tree is not None
+    assert [n.text.split(" (left:")[0] for n in tree.nodes if n.depth == 1][:3] == proposed
+
+
+async def test_sampled_steps_come_in_one_batch_at_the_configured_temperature(redis_client: Redis) -> None:
+    overrides = {"tasks": {"game24": {"step_temperature": 0.5}}}
+    engine = game24_engine()
+    harness = Harness(
+        redis_client, tree_config("beam_search", branches=3, width=1).with_overrides(overrides), engine
+    )
+    await harness.solve("sampled")
+    assert (engine.requests[0].n, engine.requests[0].temperature) == (3, 0.5)
 
 
 def node(node_id: str, visits: int, value_sum: float, logprob: float) -> ThoughtNode:
@@ -216,7 +287,8 @@ async def test_mcts_follows_value_and_prior_and_backs_up_visits(redis_client: Re
     harness = Harness(redis_client, tree_config("mcts"), engine)
     result = await harness.solve("mcts")
     assert result.answer == SOLUTION
-    assert len(engine.requests) == 3  # root, then the only right step, then its likelier child
+    # Root, then the only right step, then its likelier child: two greedy calls each.
+    assert len(engine.requests) == 6 and len({r.prompt for r in engine.requests}) == 3
     tree = await harness.store.get_tree("mcts")
     assert tree is not None
     by_text = {n.text.split(" (left:")[0]: n for n in tree.nodes}

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from cluster.config import DEFAULT_CONFIG_PATH, ClusterConfig, load_config
-from cluster.types import Effort
+from cluster.config import DEFAULT_CONFIG_PATH, ClusterConfig, TaskSettings, load_config
+from cluster.types import Effort, TaskFamily
 
 pytestmark = pytest.mark.unit
 
@@ -71,3 +71,17 @@ def test_generator_affinity_is_on_by_default_and_refuses_a_negative_margin() -> 
     assert load_config().deployments.generator_affinity.enabled
     with pytest.raises(ValidationError, match=r"generator_affinity\.max_imbalance"):
         load_config().with_overrides({"deployments": {"generator_affinity": {"max_imbalance": -1}}})
+
+
+def test_a_task_setting_keeps_the_other_task_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(DEFAULT_CONFIG_PATH.read_text() + "tasks:\n  game24: {step_temperature: 0.7}\n")
+    tasks = load_config(path).tasks
+    assert tasks[TaskFamily.GAME24] == TaskSettings(step_delimiter="\n", step_temperature=0.7)
+    assert tasks[TaskFamily.MATH].step_delimiter == "\n"
+
+
+def test_greedy_steps_are_refused_where_no_grammar_leaves_out_the_steps_tried() -> None:
+    assert load_config().tasks[TaskFamily.GAME24].step_temperature == 0.0
+    with pytest.raises(ValidationError, match=r"tasks\.math\.step_temperature 0 would propose the same step"):
+        load_config().with_overrides({"tasks": {"math": {"step_temperature": 0}}})

@@ -66,3 +66,10 @@ def test_steps_proposed_here_before_are_not_offered_again() -> None:
     # A free-text chain that happens to read like a step is not a step of this format.
     fresh = format_.request([], final=False, tried=["4 + 9 = 13"])
     assert fresh is not None and fresh.regex is not None and re.fullmatch(fresh.regex, "4 + 9 = 13")
+
+
+def test_a_step_is_asked_for_at_the_task_step_temperature() -> None:
+    greedy = step_format(PUZZLE, TaskSettings(step_temperature=0.0)).request([], final=False)
+    effort_default = step_format(PUZZLE, TaskSettings()).request([], final=False)
+    assert greedy is not None and greedy.temperature == 0.0
+    assert effort_default is not None and effort_default.temperature is None
