@@ -332,7 +332,12 @@ class SearchContext:
         # Greedy decoding would repeat one step k times in a batch.
         chains: list[Chain] = []
         while shape is not None and len(chains) < k:
-            proposed = await self._propose(node, steps, final, shape, 1, known)
+            try:
+                proposed = await self._propose(node, steps, final, shape, 1, known)
+            except BudgetExhausted:
+                if not chains:
+                    raise
+                break  # the steps already proposed still count
             if not proposed:
                 break  # the engine wrote nothing: asking again would not change that
             chains += proposed
