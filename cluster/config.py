@@ -108,7 +108,7 @@ GRAMMAR_TASKS = (TaskFamily.GAME24,)
 def _default_tasks() -> dict[TaskFamily, TaskSettings]:
     # Game of 24 steps are one line each, held to their grammar by structured output, and
     # proposed greedily: sampled at the effort's temperature the model gets a step's
-    # arithmetic wrong about twice as often (bench/README).
+    # arithmetic wrong about twice as often (README, Game of 24).
     return {
         TaskFamily.GENERAL: TaskSettings(),
         TaskFamily.MATH: TaskSettings(step_delimiter="\n"),

@@ -334,27 +334,27 @@ async def test_a_probe_that_spends_the_budget_answers_from_the_probe(redis_clien
     assert snapshot.spent[TOKENS] == 40 and snapshot.reserved[TOKENS] == 0
 
 
-async def test_compute_optimal_searches_a_hard_problem(redis_client: Redis) -> None:
-    engine = StepScript("PROMPT", "\n", GAME24_SCRIPT, whole_chains=["I think 24", "no idea", "4 + 9 = 13"])
-    harness = Harness(redis_client, tree_config("compute_optimal"), engine)
-    result = await harness.solve("hard")
+async def solve_as_hard(redis: Redis, tree_id: str, probe: list[str]) -> tuple[Harness, TreeMeta]:
+    """Compute-optimal after `probe`, which must judge the puzzle hard and beam search solve it."""
+    engine = StepScript("PROMPT", "\n", GAME24_SCRIPT, whole_chains=probe)
+    harness = Harness(redis, tree_config("compute_optimal"), engine)
+    result = await harness.solve(tree_id)
     assert result.answer == SOLUTION
-    meta = await harness.store.get_meta("hard")
+    meta = await harness.store.get_meta(tree_id)
     assert meta is not None
     assert (meta.extra["difficulty"], meta.extra["strategy_choice"]) == ("hard", "beam_search")
+    return harness, meta
+
+
+async def test_compute_optimal_searches_a_hard_problem(redis_client: Redis) -> None:
+    harness, _ = await solve_as_hard(redis_client, "hard", ["I think 24", "no idea", "4 + 9 = 13"])
     events = [e["kind"] for _, e in await harness.store.read_events("hard")]
     assert "strategy" in events and "progress" in events
 
 
 async def test_probe_agreeing_on_a_wrong_answer_does_not_make_a_problem_easy(redis_client: Redis) -> None:
     wrong = "Add them all: 4 + 9 + 10 + 13"
-    engine = StepScript("PROMPT", "\n", GAME24_SCRIPT, whole_chains=[wrong, wrong, wrong])
-    harness = Harness(redis_client, tree_config("compute_optimal"), engine)
-    result = await harness.solve("agreeing")
-    assert result.answer == SOLUTION
-    meta = await harness.store.get_meta("agreeing")
-    assert meta is not None
-    assert (meta.extra["difficulty"], meta.extra["strategy_choice"]) == ("hard", "beam_search")
+    _, meta = await solve_as_hard(redis_client, "agreeing", [wrong, wrong, wrong])
     assert "3 of them proven wrong" in meta.extra["choice_reason"]
 
 
