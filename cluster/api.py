@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from cluster.config import STRATEGY_NAMES
+from cluster.search import strategy_names
 from cluster.types import ChatMessage, Effort, SolveResult, TaskFamily, Usage
 
 ErrorType = Literal[
@@ -108,9 +108,9 @@ class ChatCompletionRequest(BaseModel):
     @field_validator("strategy")
     @classmethod
     def _strategy(cls, value: str | None) -> str | None:
-        if value is None or value in STRATEGY_NAMES:
+        if value is None or value in strategy_names():
             return value
-        allowed = ", ".join(repr(name) for name in STRATEGY_NAMES)
+        allowed = ", ".join(repr(name) for name in strategy_names())
         raise ValueError(f"strategy must be one of {allowed}; got {value!r}")
 
     def chat_messages(self) -> tuple[ChatMessage, ...]:

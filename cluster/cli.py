@@ -15,7 +15,8 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from cluster.client import LOCAL_URL, ProgressEvent, ReasoningAnswer, ReasoningClient
-from cluster.config import STRATEGY_NAMES, load_config
+from cluster.config import load_config
+from cluster.search import strategy_names
 
 if TYPE_CHECKING:
     from cluster.evaluation import Record
@@ -60,7 +61,8 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--strategies",
         default="",
-        help="comma-separated strategies to run at each effort besides its own: " + ", ".join(STRATEGY_NAMES),
+        help="comma-separated strategies to run at each effort besides its own: "
+        + ", ".join(strategy_names()),
     )
     evaluate.add_argument(
         "--limit",
@@ -218,7 +220,7 @@ def _eval(args: argparse.Namespace) -> int:
 
     efforts, strategies = _names(args.efforts), _names(args.strategies)
     problems = [f"unknown effort {e!r}" for e in efforts if e not in evaluation.EFFORT_ORDER]
-    problems += [f"unknown strategy {s!r}" for s in strategies if s not in STRATEGY_NAMES]
+    problems += [f"unknown strategy {s!r}" for s in strategies if s not in strategy_names()]
     if problems or not efforts:
         print(f"error: {'; '.join(problems) or 'no efforts given'}", file=sys.stderr)
         return 2

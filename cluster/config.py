@@ -8,19 +8,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from cluster.types import Effort, TaskFamily
-
-StrategyName = Literal[
-    "single_chain", "self_consistency", "best_of_n", "beam_search", "dvts", "mcts", "compute_optimal"
-]
-STRATEGY_NAMES: tuple[str, ...] = get_args(StrategyName)
-# Strategies that grow chains step by step, as a tree deeper than one level.
-TREE_STRATEGIES = frozenset({"beam_search", "dvts", "mcts", "compute_optimal"})
 
 DEFAULT_CONFIG_PATH = Path(__file__).with_name("default_config.yaml")
 
@@ -30,10 +23,32 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _strategy_names() -> list[str]:
+    # Imported when a config is validated, not when this module is: strategies import it.
+    from cluster.search import strategy_names
+
+    return strategy_names()
+
+
+def _strategy_schema(schema: dict[str, Any]) -> None:
+    schema["enum"] = _strategy_names()
+
+
+class ScoringSettings(_Strict):
+    """How verdicts become scores (cluster/search/scoring.py)."""
+
+    # Share of a node's score that its step verdicts decide once its answer was judged.
+    step_weight: Annotated[float, Field(ge=0, le=1)] = 0.1
+    # How a path's score comes from its steps' own scores: the newest step's (`last`, which
+    # judged the whole path), or the `min`, `mean` or `prod` of all of them.
+    aggregation: Literal["last", "min", "mean", "prod"] = "last"
+
+
 class EffortBudget(_Strict):
     """What one effort level may spend and how it searches."""
 
-    strategy: StrategyName
+    # A registered search strategy (cluster/search/).
+    strategy: Annotated[str, Field(json_schema_extra=_strategy_schema)]
     max_reasoning_tokens: Annotated[int, Field(gt=0)]
     # Chains per expansion; in tree search, proposals per expanded node times beam_width.
     max_branches: Annotated[int, Field(gt=0, le=64)]
@@ -54,6 +69,15 @@ class EffortBudget(_Strict):
     # compute_optimal: short chains sampled first to estimate how hard the problem is.
     probe_branches: Annotated[int, Field(gt=0, le=64)] = 3
     probe_tokens_per_branch: Annotated[int, Field(gt=0)] = 128
+    scoring: ScoringSettings = ScoringSettings()
+
+    @field_validator("strategy")
+    @classmethod
+    def _known_strategy(cls, name: str) -> str:
+        known = _strategy_names()
+        if name not in known:
+            raise ValueError(f"unknown strategy {name!r}; known: {', '.join(known)}")
+        return name
 
     @model_validator(mode="after")
     def _branch_budget_is_reachable(self) -> EffortBudget:
@@ -64,12 +88,18 @@ class EffortBudget(_Strict):
             )
         if self.strategy == "single_chain" and self.max_branches != 1:
             raise ValueError("strategy single_chain grows exactly one chain: set max_branches: 1")
-        if self.strategy in TREE_STRATEGIES and self.beam_width > self.max_branches:
+        if _grows_tree(self.strategy) and self.beam_width > self.max_branches:
             raise ValueError(
                 f"beam_width ({self.beam_width}) exceeds max_branches ({self.max_branches}): "
                 "each kept node needs at least one proposal per round"
             )
         return self
+
+
+def _grows_tree(strategy: str) -> bool:
+    from cluster.search.base import strategy_class
+
+    return strategy_class(strategy).grows_tree
 
 
 class ModelConfig(_Strict):

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import Literal
+
+# A program checks facts; a model gives an opinion (and costs engine tokens).
+VerifierKind = Literal["program", "model"]
 
 
 class Effort(enum.StrEnum):
@@ -75,6 +79,8 @@ class Verdict:
     reason: str
     # False for verifiers that check steps only: right steps do not make the answer right.
     judges_answer: bool = True
+    # Only a program's verdict can prove or refute; a model's is an opinion.
+    kind: VerifierKind = "program"
     # Engine tokens the verifier spent (model judges only), counted by the engine.
     prompt_tokens: int = 0
     completion_tokens: int = 0

@@ -41,9 +41,8 @@ from cluster.auth import Caller, authenticate
 from cluster.config import ClusterConfig
 from cluster.engine.tokenizer import load_tokenizer
 from cluster.prompts import InvalidProblem, PromptBuilder, build_problem
-from cluster.search.context import TOKENS, VERIFIER_CALLS
 from cluster.search.controller import DeadlineExceeded
-from cluster.store import BudgetLedger, KeySpace, TreeExistsError, TreeMeta, TreeStore
+from cluster.store import TOKENS, VERIFIER_CALLS, BudgetLedger, KeySpace, TreeExistsError, TreeMeta, TreeStore
 from cluster.streaming import SSE_DONE, ChunkStream, sse
 from cluster.types import Effort, SolveRequest, SolveResult
 from monitoring.metrics import GatewayMetrics, RedisMetrics, RequestTracker, instrumented_redis

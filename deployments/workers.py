@@ -26,8 +26,7 @@ from cluster.types import (
     VerifyRequest,
     VerifyResult,
 )
-from cluster.verifiers import Verifier as VerifierBase
-from cluster.verifiers import build_verifier
+from cluster.verifiers import VerifierDeps, build_verifier, describe
 from cluster.verifiers.service import VerificationService
 from monitoring.metrics import (
     EngineMetrics,
@@ -81,14 +80,12 @@ def _max_num_seqs(engine: VLLMEngine) -> int:
     return int(value) if isinstance(value, int) and value > 0 else 256
 
 
-def _build_verifier(
-    name: str, config: ClusterConfig, generator: DeploymentHandle, prompts: PromptBuilder | None
-) -> VerifierBase:
-    if name != "judge":
-        return build_verifier(name)
-    return build_verifier(
-        name, engine=GeneratorClient(generator), prompts=prompts, max_model_len=config.model.max_model_len
-    )
+def _verifier_deps(names: list[str], config: ClusterConfig, generator: DeploymentHandle) -> VerifierDeps:
+    """The engine and prompts for model verifiers; nothing when every verifier is a program."""
+    if all(describe(name).kind == "program" for name in names):
+        return VerifierDeps()
+    prompts = PromptBuilder(load_tokenizer(config.model))
+    return VerifierDeps(GeneratorClient(generator), prompts, config.model.max_model_len)
 
 
 @serve.deployment
@@ -144,10 +141,8 @@ class Verifier:
 
     def __init__(self, config: ClusterConfig, generator: DeploymentHandle) -> None:
         names = sorted({name for budget in config.efforts.values() for name in budget.verifiers})
-        prompts = PromptBuilder(load_tokenizer(config.model)) if "judge" in names else None
-        self._service = VerificationService(
-            {name: _build_verifier(name, config, generator, prompts) for name in names}
-        )
+        deps = _verifier_deps(names, config, generator)
+        self._service = VerificationService({name: build_verifier(name, deps) for name in names})
         self._names = names
         self._probe = _probe(config)
         self._pending = 0

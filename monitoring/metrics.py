@@ -29,7 +29,7 @@ from redis.exceptions import NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from cluster.api import ApiError
-from cluster.search.context import SearchObserver
+from cluster.search.observer import SearchObserver
 from cluster.types import Effort, GenerationResult, SolveRequest, SolveResult, VerifyResult
 
 # Ray's exporter adds this to every name.

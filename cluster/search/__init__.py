@@ -1,4 +1,7 @@
-"""Search strategies: one module each, registered by name and driven by the controller."""
+"""Search strategies: one module each, registered by name and driven by the controller.
+
+A new strategy is one module with a `@register_strategy` class, listed here.
+"""
 
 from cluster.search import (
     beam_search,
@@ -10,14 +13,10 @@ from cluster.search import (
     single_chain,
 )
 from cluster.search.base import SearchOutcome, SearchStrategy, build_strategy, strategy_names
-from cluster.search.context import (
-    BudgetExhausted,
-    Chain,
-    Generator,
-    SearchContext,
-    SearchServices,
-    VerifierService,
-)
+from cluster.search.context import SearchContext, SearchServices
+from cluster.search.expander import BudgetExhausted, Generator
+from cluster.search.scoring import VerifierService
+from cluster.search.tree import Chain
 
 __all__ = [
     "BudgetExhausted",

@@ -1,4 +1,9 @@
-"""The strategy interface the planner drives, and the registry that picks one by name."""
+"""The strategy interface the planner drives, and the registry that picks one by name.
+
+A strategy is one module: a `SearchStrategy` subclass decorated with `@register_strategy`,
+and its module listed in `cluster/search/__init__.py`. The config accepts every registered
+name (see `cluster.config.EffortBudget`).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import ClassVar, TypeVar
 
-from cluster.search.context import Chain, SearchContext
+from cluster.search.context import SearchContext
+from cluster.search.tree import Chain
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +29,8 @@ class SearchOutcome:
 
 class SearchStrategy(ABC):
     name: ClassVar[str]
+    # Grows chains step by step, as a tree deeper than one level (beam_width applies).
+    grows_tree: ClassVar[bool] = False
 
     @abstractmethod
     async def run(self, ctx: SearchContext) -> SearchOutcome:
@@ -38,12 +46,16 @@ def register_strategy(cls: S) -> S:
     return cls
 
 
-def build_strategy(name: str) -> SearchStrategy:
+def strategy_class(name: str) -> type[SearchStrategy]:
     try:
-        return _STRATEGIES[name]()
+        return _STRATEGIES[name]
     except KeyError:
         known = ", ".join(sorted(_STRATEGIES))
         raise ValueError(f"unknown search strategy {name!r}; known: {known}") from None
+
+
+def build_strategy(name: str) -> SearchStrategy:
+    return strategy_class(name)()
 
 
 def strategy_names() -> list[str]:

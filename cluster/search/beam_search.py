@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from cluster.search.base import register_strategy
-from cluster.search.context import Chain, SearchContext
+from cluster.search.context import SearchContext
 from cluster.search.selection import best_first
 from cluster.search.stepwise import StepwiseSearch
+from cluster.search.tree import Chain
 
 
 @register_strategy

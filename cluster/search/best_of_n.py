@@ -13,8 +13,8 @@ class BestOfN(SearchStrategy):
 
     async def run(self, ctx: SearchContext) -> SearchOutcome:
         n = ctx.budget.max_branches
-        chains = await ctx.sample_chains(n, hold_back=ctx.verification_tokens(n))
-        scores = await ctx.verify(chains)
+        chains = await ctx.expander.sample_chains(n, hold_back=ctx.scorer.judge_tokens(n))
+        scores = await ctx.scorer.verify(chains)
         counts = vote_counts(chains)
         # Verifier score first; agreement breaks ties between equally scored chains, and a
         # chain with an answer beats one without.

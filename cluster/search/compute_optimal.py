@@ -14,8 +14,10 @@ from dataclasses import dataclass
 from typing import Literal
 
 from cluster.search.base import SearchOutcome, SearchStrategy, build_strategy, register_strategy
-from cluster.search.context import BudgetExhausted, Chain, SearchContext
+from cluster.search.context import SearchContext
+from cluster.search.expander import BudgetExhausted
 from cluster.search.selection import conclude
+from cluster.search.tree import Chain
 from cluster.search.voting import vote_counts
 from cluster.verifiers.base import NEUTRAL_SCORE
 
@@ -54,6 +56,7 @@ def assess(chains: list[Chain], scores: list[float], proven: bool, refuted: set[
 @register_strategy
 class ComputeOptimal(SearchStrategy):
     name = "compute_optimal"
+    grows_tree = True
 
     async def run(self, ctx: SearchContext) -> SearchOutcome:
         chosen = (await ctx.notes()).get(CHOICE)
@@ -75,8 +78,8 @@ class ComputeOptimal(SearchStrategy):
 
     async def _probe(self, ctx: SearchContext) -> Assessment:
         n = ctx.budget.probe_branches
-        chains = await ctx.sample_chains(
-            n, hold_back=ctx.verification_tokens(n), max_tokens=ctx.budget.probe_tokens_per_branch
+        chains = await ctx.expander.sample_chains(
+            n, hold_back=ctx.scorer.judge_tokens(n), max_tokens=ctx.budget.probe_tokens_per_branch
         )
-        scores = await ctx.verify(chains)
-        return assess(chains, scores, proven=ctx.solved is not None, refuted=ctx.refuted)
+        scores = await ctx.scorer.verify(chains)
+        return assess(chains, scores, proven=ctx.scorer.solved is not None, refuted=ctx.scorer.refuted)

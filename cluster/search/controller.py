@@ -2,6 +2,8 @@
 
 It holds the tree's lease while it searches, so that only one planner works on a tree; a
 planner that takes over the tree of a dead one resumes from what the tree in Redis holds.
+Every write of the search carries the lease token, so a planner that lost its lease (it
+stalled, or was cut off) can no longer change the tree.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import time
 from cluster.config import ClusterConfig, EffortBudget
 from cluster.search.base import SearchOutcome, build_strategy
 from cluster.search.context import SearchContext, SearchServices
+from cluster.search.steps import step_format
 from cluster.search.summary import summarize
 from cluster.store import FinalTreeStatus, Lease, LeaseLostError
 from cluster.types import SolveRequest, SolveResult
@@ -62,60 +65,69 @@ class SearchController:
     async def _solve(self, request: SolveRequest, lease: Lease | None) -> SolveResult:
         budget = self.budget_for(request)
         strategy = build_strategy(budget.strategy)
-        ctx = SearchContext(request, budget, self._services, self._config.task_settings(request.problem.task))
+        steps = step_format(request.problem, self._config.task_settings(request.problem.task))
+        fence = lease.token if lease is not None else None
+        ctx = SearchContext(request, budget, self._services, steps, fence)
+        started = time.monotonic()
         try:
             deadline_s = await self._begin(ctx, budget)
             outcome = await asyncio.wait_for(strategy.run(ctx), timeout=deadline_s)
         except BaseException as exc:
-            if lease is not None and lease.lost:
+            if (lease is not None and lease.lost) or isinstance(exc, LeaseLostError):
                 raise  # the tree belongs to another planner now: leave it alone
             await self._store.finish_tree(
-                request.tree_id, _failure_status(exc), (), self._config.redis.tree_ttl_s
+                request.tree_id, _failure_status(exc), (), self._config.redis.tree_ttl_s, fence
             )
-            await self._store.append_event(request.tree_id, "failed", {"error": repr(exc)[:500]})
-            self._observed(ctx, strategy.name, _failure_outcome(exc), discarded=0)
+            await self._store.append_event(request.tree_id, "failed", {"error": _failure_message(exc)})
+            self._observed(ctx, strategy.name, _failure_outcome(exc), 0, started)
             if isinstance(exc, TimeoutError):
                 raise DeadlineExceeded(
                     f"the {request.effort.value} deadline of {budget.deadline_s:g} s passed"
                 ) from exc
             raise
-        result = await self._finish(ctx, outcome, strategy.name)
-        self._observed(ctx, strategy.name, "done", discarded=len(ctx.chains) - len(outcome.winner.path) + 1)
+        result = await self._finish(ctx, outcome, strategy.name, fence)
+        discarded = len(ctx.tree) - len(outcome.winner.path)
+        self._observed(ctx, strategy.name, "done", discarded, started)
         return result
 
     async def _begin(self, ctx: SearchContext, budget: EffortBudget) -> float:
         """Start the tree, or take over a dead planner's; the seconds left to the deadline."""
-        if not ctx.request.resume:
-            await ctx.start()
-            return budget.deadline_s
-        await ctx.restore()
+        if not ctx.request.resume or not await ctx.resume():
+            await ctx.tree.start(ctx.request.problem.question)
+            if not ctx.request.resume:
+                return budget.deadline_s
         voided = await self._services.ledger.void_reservations(ctx.tree_id)
         meta = await self._store.get_meta(ctx.tree_id)
         elapsed = time.time() - meta.created_at if meta is not None else 0.0
-        await self._store.append_event(
-            ctx.tree_id, "resumed", {"nodes": len(ctx.chains) + 1, "voided_reservations": voided}
-        )
-        logger.info("resumed tree %s with %d nodes after %.1f s", ctx.tree_id, len(ctx.chains), elapsed)
+        ctx.tree.event("resumed", {"nodes": len(ctx.tree), "voided_reservations": voided})
+        await ctx.tree.flush()
+        logger.info("resumed tree %s with %d nodes after %.1f s", ctx.tree_id, len(ctx.tree) - 1, elapsed)
         return max(budget.deadline_s - elapsed, 0.001)
 
-    def _observed(self, ctx: SearchContext, strategy: str, outcome: str, discarded: int) -> None:
-        nodes, depth = ctx.tree_shape()
+    def _observed(
+        self, ctx: SearchContext, strategy: str, outcome: str, discarded: int, started: float
+    ) -> None:
+        nodes, depth = ctx.shape()
         self._observer.search_finished(
-            ctx.request, strategy, outcome, nodes, depth, max(discarded, 0), ctx.elapsed_s()
+            ctx.request, strategy, outcome, nodes, depth, max(discarded, 0), time.monotonic() - started
         )
 
-    async def _finish(self, ctx: SearchContext, outcome: SearchOutcome, strategy: str) -> SolveResult:
+    async def _finish(
+        self, ctx: SearchContext, outcome: SearchOutcome, strategy: str, fence: str | None
+    ) -> SolveResult:
         winner = outcome.winner
         answer = winner.answer or winner.text.strip()
         summary = summarize(winner.text, winner.answer, outcome.reason)
+        await ctx.tree.flush()
         await self._store.set_meta_fields(
             ctx.tree_id,
+            fence=fence,
             answer=answer,
             summary=summary,
             reason=outcome.reason,
-            verifier_completion_tokens=str(ctx.verifier_completion_tokens),
+            verifier_completion_tokens=str(ctx.scorer.usage.completion_tokens),
         )
-        await self._store.finish_tree(ctx.tree_id, "done", winner.path, self._config.redis.tree_ttl_s)
+        await self._store.finish_tree(ctx.tree_id, "done", winner.path, self._config.redis.tree_ttl_s, fence)
         await self._store.append_event(
             ctx.tree_id, "done", {"answer": answer[:200], "reason": outcome.reason}
         )
@@ -126,8 +138,8 @@ class SearchController:
             summary=summary,
             strategy=strategy,
             usage=ctx.usage,
-            branches=len(ctx.chains),
-            verifier_calls=ctx.verifier_calls,
+            branches=len(ctx.tree) - 1,
+            verifier_calls=ctx.scorer.calls,
             winning_path=winner.path,
             finish_reason="stop" if winner.finish_reason == "stop" else "length",
         )
@@ -141,3 +153,12 @@ def _failure_outcome(exc: BaseException) -> str:
 
 def _failure_status(exc: BaseException) -> FinalTreeStatus:
     return "cancelled" if isinstance(exc, asyncio.CancelledError) else "failed"
+
+
+def _failure_message(exc: BaseException) -> str:
+    """What a `failed` event says: the kind of failure and its message, never a traceback."""
+    if isinstance(exc, asyncio.CancelledError):
+        return "the search was cancelled"
+    if isinstance(exc, TimeoutError):
+        return "the deadline passed"
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]

@@ -14,8 +14,9 @@ import math
 from collections.abc import Sequence
 
 from cluster.search.base import SearchOutcome, SearchStrategy, register_strategy
-from cluster.search.context import BudgetExhausted, SearchContext
-from cluster.search.selection import best_first, conclude, score_of
+from cluster.search.context import SearchContext
+from cluster.search.expander import BudgetExhausted
+from cluster.search.selection import best_first, conclude
 from cluster.search.stepwise import score
 from cluster.store import ThoughtNode
 
@@ -52,42 +53,43 @@ def select_child(children: Sequence[ThoughtNode], parent_visits: int, exploratio
 @register_strategy
 class MonteCarloTreeSearch(SearchStrategy):
     name = "mcts"
+    grows_tree = True
 
     async def run(self, ctx: SearchContext) -> SearchOutcome:
         k = max(ctx.budget.max_branches // ctx.budget.beam_width, 1)
-        while ctx.solved is None:
-            path = await self._select(ctx)
+        tree, score_of = ctx.tree, ctx.scorer.score_of
+        while ctx.scorer.solved is None:
+            path = self._select(ctx)
             if path is None:
                 break
             try:
-                children = await ctx.expand(path[-1], k)
+                children = await ctx.expander.expand(path[-1], k)
             except BudgetExhausted:
                 break
             if not children:
                 # Every step allowed here was proposed before; the node is now expanded.
                 continue
             await score(ctx, children)
-            evaluated = [child for child in children if not ctx.pruned(child)]
+            evaluated = [child for child in children if not tree.pruned(child)]
             for child in evaluated:
                 # Each new step's own evaluation counts as its first visit.
-                await ctx.backpropagate([ctx.node(child.node.node_id)], score_of(ctx, child))
-            value = max((score_of(ctx, child) for child in evaluated), default=0.0)
-            await ctx.backpropagate(path, value)
-            ranked = best_first(ctx, [ctx.chain_of(ctx.node(c.node.node_id)) for c in children])
+                tree.visit([child.node], score_of(child))
+            tree.visit(path, max((score_of(child) for child in evaluated), default=0.0))
+            ranked = best_first(ctx, [tree.chain(c.node) for c in children])
             await ctx.progress(path[-1].depth + 1, ranked[0] if ranked else None)
         return conclude(ctx, self.name)
 
-    async def _select(self, ctx: SearchContext) -> list[ThoughtNode] | None:
+    def _select(self, ctx: SearchContext) -> list[ThoughtNode] | None:
         """The path from the root to the next step to expand; None when nothing is left."""
-        assert ctx.root is not None
+        tree = ctx.tree
         while True:
-            root = ctx.node(ctx.root.node_id)
-            if not ctx.children_of(root):
+            root = tree.root
+            if not tree.children(root):
                 return [root]
             path = [root]
             node = root
             while node.status != "open":
-                children = [c for c in ctx.children_of(node) if _live(c)]
+                children = [c for c in tree.children(node) if _live(c)]
                 if not children:
                     break
                 node = select_child(children, node.visits, ctx.budget.exploration)
@@ -97,4 +99,4 @@ class MonteCarloTreeSearch(SearchStrategy):
             if node is root:
                 return None
             # Every step below this node is finished or ruled out: never come back here.
-            await ctx.set_status([ctx.chain_of(node)], "pruned")
+            tree.set_status([node.node_id], "pruned")

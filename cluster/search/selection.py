@@ -6,23 +6,20 @@ import math
 from collections.abc import Sequence
 
 from cluster.search.base import SearchOutcome
-from cluster.search.context import BudgetExhausted, Chain, SearchContext
+from cluster.search.context import SearchContext
+from cluster.search.expander import BudgetExhausted
+from cluster.search.tree import Chain
 from cluster.search.voting import agreement, vote_counts
-from cluster.verifiers.base import NEUTRAL_SCORE
-
-
-def score_of(ctx: SearchContext, chain: Chain) -> float:
-    return ctx.scores.get(chain.node.node_id, NEUTRAL_SCORE)
 
 
 def alive(ctx: SearchContext, chains: Sequence[Chain]) -> list[Chain]:
     """Chains not ruled out: neither pruned (a wrong step, a repeat) nor scored 0 (a broken format)."""
-    return [c for c in chains if not ctx.pruned(c) and score_of(ctx, c) > 0.0]
+    return [c for c in chains if not ctx.tree.pruned(c) and ctx.scorer.score_of(c) > 0.0]
 
 
 def best_first(ctx: SearchContext, chains: Sequence[Chain]) -> list[Chain]:
     """Verifier score first, then the model's own confidence in the last step."""
-    return sorted(chains, key=lambda c: (score_of(ctx, c), _confidence(c)), reverse=True)
+    return sorted(chains, key=lambda c: (ctx.scorer.score_of(c), _confidence(c)), reverse=True)
 
 
 def conclude(ctx: SearchContext, strategy: str) -> SearchOutcome:
@@ -30,24 +27,26 @@ def conclude(ctx: SearchContext, strategy: str) -> SearchOutcome:
 
     Without any answer, the best unfinished path is returned as it stands.
     """
-    if ctx.solved is not None:
-        return _outcome(ctx, ctx.solved, f"{strategy}: a program verified the answer")
+    if ctx.scorer.solved is not None:
+        return _outcome(ctx, ctx.scorer.solved, f"{strategy}: a program verified the answer")
     answered = ctx.answered()
+    score_of = ctx.scorer.score_of
     if not answered:
-        if not ctx.chains:
+        chains = ctx.chains()
+        if not chains:
             raise BudgetExhausted("the budget ended before any step was grown")
-        deepest = max(ctx.chains, key=lambda c: (score_of(ctx, c), c.node.depth, _confidence(c)))
+        deepest = max(chains, key=lambda c: (score_of(c), c.node.depth, _confidence(c)))
         return _outcome(ctx, deepest, f"{strategy}: no chain reached an answer")
     counts = vote_counts(answered)
-    winner = max(answered, key=lambda c: (score_of(ctx, c), agreement(c, counts), _confidence(c)))
-    return _outcome(ctx, winner, f"{strategy}: verifier score {score_of(ctx, winner):.2f}")
+    winner = max(answered, key=lambda c: (score_of(c), agreement(c, counts), _confidence(c)))
+    return _outcome(ctx, winner, f"{strategy}: verifier score {score_of(winner):.2f}")
 
 
 def _outcome(ctx: SearchContext, winner: Chain, why: str) -> SearchOutcome:
     answered = ctx.answered()
     counts = vote_counts(answered)
-    reason = f"{why}; {len(ctx.chains)} nodes explored, {len(answered)} finished"
-    score = ctx.scores.get(winner.node.node_id)
+    reason = f"{why}; {len(ctx.tree) - 1} nodes explored, {len(answered)} finished"
+    score = ctx.scorer.scores.get(winner.node.node_id)
     return SearchOutcome(winner, agreement(winner, counts), sum(counts.values()), score, reason)
 
 

@@ -12,7 +12,7 @@ class SelfConsistency(SearchStrategy):
     name = "self_consistency"
 
     async def run(self, ctx: SearchContext) -> SearchOutcome:
-        chains = await ctx.sample_chains(ctx.budget.max_branches)
+        chains = await ctx.expander.sample_chains(ctx.budget.max_branches)
         counts = vote_counts(chains)
         # Among chains of the most common answer, prefer one that finished on its own.
         winner = max(chains, key=lambda c: (agreement(c, counts), c.finish_reason == "stop"))

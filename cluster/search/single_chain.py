@@ -11,7 +11,7 @@ class SingleChain(SearchStrategy):
     name = "single_chain"
 
     async def run(self, ctx: SearchContext) -> SearchOutcome:
-        (chain,) = await ctx.sample_chains(1, hold_back=ctx.verification_tokens(1))
-        (score,) = await ctx.verify([chain]) if ctx.budget.verifiers else (None,)
+        (chain,) = await ctx.expander.sample_chains(1, hold_back=ctx.scorer.judge_tokens(1))
+        (score,) = await ctx.scorer.verify([chain]) if ctx.budget.verifiers else (None,)
         answered = int(chain.answer is not None)
         return SearchOutcome(chain, answered, answered, score, "the only chain")

@@ -55,6 +55,10 @@ class StepFormat(ABC):
     def chain_text(self, steps: Sequence[str]) -> str:
         return self.delimiter.join(steps)
 
+    def answer(self, text: str) -> str | None:
+        """The final answer a whole chain states, in the task family's own format."""
+        return task_answer(self.problem, text)
+
     @abstractmethod
     def request(self, steps: Sequence[str], final: bool, tried: Sequence[str] = ()) -> StepRequest | None:
         """How to ask for the next step; `final`: the depth limit says it must end the chain.

@@ -13,12 +13,16 @@ from abc import abstractmethod
 from collections.abc import Sequence
 
 from cluster.search.base import SearchOutcome, SearchStrategy
-from cluster.search.context import BudgetExhausted, Chain, SearchContext
+from cluster.search.context import SearchContext
+from cluster.search.expander import BudgetExhausted
 from cluster.search.selection import alive, best_first, conclude
+from cluster.search.tree import Chain
 from cluster.store import ThoughtNode
 
 
 class StepwiseSearch(SearchStrategy):
+    grows_tree = True
+
     @abstractmethod
     def root_proposals(self, ctx: SearchContext) -> int:
         """First steps to propose from the root."""
@@ -32,19 +36,19 @@ class StepwiseSearch(SearchStrategy):
         """The open steps that survive the round (the rest are pruned)."""
 
     async def run(self, ctx: SearchContext) -> SearchOutcome:
-        assert ctx.root is not None
-        frontier = [ctx.chain_of(node) for node in ctx.open_nodes()]
+        tree = ctx.tree
+        frontier = [tree.chain(node) for node in tree.open_steps()]
         expanding: list[tuple[ThoughtNode, int]] = []
         # Nodes after which nothing new can be proposed (a grammar with no step left to offer).
         exhausted: set[str] = set()
         if not frontier:
             # A fresh tree, or one that holds only whole chains (a probe): start at the root.
-            expanding = [(ctx.root, self.root_proposals(ctx))]
-        while ctx.solved is None:
+            expanding = [(tree.root, self.root_proposals(ctx))]
+        while ctx.scorer.solved is None:
             if not expanding:
                 await score_unscored(ctx, frontier)
                 kept = self.keep(ctx, alive(ctx, frontier))
-                await ctx.set_status([c for c in frontier if c not in kept], "pruned")
+                tree.set_status([c.node.node_id for c in frontier if c not in kept], "pruned")
                 expanding = [(c.node, self.proposals(ctx)) for c in kept]
             if not expanding:
                 # Every path ended without a verified answer: spend what is left on new ones.
@@ -67,17 +71,19 @@ class StepwiseSearch(SearchStrategy):
     def restart(self, ctx: SearchContext, exhausted: set[str]) -> list[tuple[ThoughtNode, int]]:
         """New paths from the root while it has steps left to propose; then from the best
         steps the search chose before (backtracking), where the grammar still offers more."""
-        assert ctx.root is not None
-        if ctx.root.node_id not in exhausted:
-            return [(ctx.root, self.root_proposals(ctx))]
-        chosen_before = [ctx.chain_of(node) for node in ctx.expanded_steps() if node.node_id not in exhausted]
+        tree = ctx.tree
+        if tree.root.node_id not in exhausted:
+            return [(tree.root, self.root_proposals(ctx))]
+        chosen_before = [tree.chain(node) for node in tree.expanded_steps() if node.node_id not in exhausted]
         return [(c.node, self.proposals(ctx)) for c in self.keep(ctx, alive(ctx, chosen_before))]
 
 
 async def expand_all(ctx: SearchContext, expanding: Sequence[tuple[ThoughtNode, int]]) -> list[Chain]:
     """Expand the nodes concurrently (the engine batches them). BudgetExhausted only when
     the budget left none of them anything."""
-    results = await asyncio.gather(*(ctx.expand(node, k) for node, k in expanding), return_exceptions=True)
+    results = await asyncio.gather(
+        *(ctx.expander.expand(node, k) for node, k in expanding), return_exceptions=True
+    )
     new: list[Chain] = []
     spent: BudgetExhausted | None = None
     for result in results:
@@ -97,14 +103,14 @@ async def score(ctx: SearchContext, chains: Sequence[Chain]) -> None:
 
     Pruned proposals (repeats of a sibling, broken steps) are not worth a verifier call.
     """
-    chains = [c for c in chains if not ctx.pruned(c)]
+    chains = [c for c in chains if not ctx.tree.pruned(c)]
     finished = [c for c in chains if c.terminal]
     unfinished = [c for c in chains if not c.terminal]
     for group in (finished, unfinished):
         if group:
-            await ctx.verify(group)
+            await ctx.scorer.verify(group)
 
 
 async def score_unscored(ctx: SearchContext, chains: Sequence[Chain]) -> None:
     """Steps a dead planner wrote but never scored get their scores now."""
-    await score(ctx, [c for c in chains if c.node.node_id not in ctx.scores])
+    await score(ctx, [c for c in chains if c.node.node_id not in ctx.scorer.scores])

@@ -6,7 +6,7 @@ from collections import Counter
 from collections.abc import Sequence
 
 from cluster.answers import normalize_answer
-from cluster.search.context import Chain
+from cluster.search.tree import Chain
 
 
 def vote_counts(chains: Sequence[Chain]) -> Counter[str]:

@@ -19,6 +19,10 @@ from redis.asyncio import Redis
 
 from cluster.store.keys import LUA_INHERIT_TTL, KeySpace, TreeNotFoundError, as_text
 
+# The resources every tree's budget grants.
+TOKENS = "tokens"
+VERIFIER_CALLS = "verifier_calls"
+
 _GRANTED = "granted"
 _SPENT = "spent"
 _RESERVED = "reserved"
@@ -31,7 +35,7 @@ _GRANT_LUA = (
     + """
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 for i = 1, #ARGV, 2 do
-  redis.call('HSET', KEYS[2], 'granted:' .. ARGV[i], ARGV[i + 1])
+  redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
 end
 inherit_ttl(KEYS[2])
 return 1
@@ -147,6 +151,16 @@ class Reservation:
         self.used += n
 
 
+def grant_fields(limits: Mapping[str, int]) -> list[str]:
+    """Budget-hash field/value pairs that grant `limits` (the tree store grants at creation)."""
+    fields: list[str] = []
+    for resource, amount in limits.items():
+        _check_resource(resource)
+        _check_amount(f"grant of {resource}", amount)
+        fields += [f"{_GRANTED}:{resource}", str(amount)]
+    return fields
+
+
 def _check_resource(resource: str) -> None:
     if not resource or ":" in resource:
         raise ValueError(f"resource name {resource!r} must be non-empty and contain no ':'")
@@ -175,11 +189,7 @@ class BudgetLedger:
 
     async def grant(self, tree_id: str, limits: Mapping[str, int]) -> None:
         """Set the granted amount of each resource (replacing earlier grants of it)."""
-        args: list[str] = []
-        for resource, amount in limits.items():
-            _check_resource(resource)
-            _check_amount(f"grant of {resource}", amount)
-            args += [resource, str(amount)]
+        args = grant_fields(limits)
         if not args:
             return
         result = await self._grant(keys=self._ledger_keys(tree_id), args=args)

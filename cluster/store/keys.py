@@ -2,8 +2,9 @@
 
 Every key of a tree carries the hash tag `{tree_id}`: Redis Cluster then places all of
 them in one slot, which is what lets the Lua scripts and transactions of the store touch
-several keys of a tree at once. The set of keys per tree is fixed and small so that a TTL
-can be applied to all of them when the tree finishes.
+several keys of a tree at once. Besides a small fixed set of keys, every node is
+a hash of its own; node ids come from the tree's counter, so the finishing script can find
+every key of the tree and give all of them the result TTL.
 """
 
 from __future__ import annotations
@@ -37,9 +38,13 @@ class TreeKeys:
         return self._key("meta")
 
     @property
-    def nodes(self) -> str:
-        """Hash: node_id -> node JSON."""
-        return self._key("nodes")
+    def node_prefix(self) -> str:
+        """Every node is a hash of its own under this prefix plus its id (see `node`)."""
+        return self._key("node:")
+
+    def node(self, node_id: str) -> str:
+        """Hash: one node's fields (`cluster.store.nodes` encodes and decodes them)."""
+        return self.node_prefix + node_id
 
     @property
     def edges(self) -> str:
@@ -72,10 +77,12 @@ class TreeKeys:
         return self._key("counter")
 
     def all(self) -> tuple[str, ...]:
-        """Every key of the tree; meta first (scripts rely on KEYS[1] being meta)."""
+        """The tree's fixed keys; meta first (scripts rely on KEYS[1] being meta).
+
+        Node hashes (`node(id)`) come on top: ids are `n0` .. `n<counter - 1>`.
+        """
         return (
             self.meta,
-            self.nodes,
             self.edges,
             self.frontier,
             self.budget,

@@ -8,22 +8,63 @@ from __future__ import annotations
 
 import importlib
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar, TypeVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar, Protocol, TypeVar
 
-from cluster.types import Candidate, Problem, Verdict
+from cluster.types import Candidate, GenerationRequest, GenerationResult, Problem, Verdict, VerifierKind
+
+if TYPE_CHECKING:
+    from cluster.prompts import PromptBuilder
 
 # Score reported with passed=None: it must not push a candidate up or down when blended.
 NEUTRAL_SCORE = 0.5
+
+
+class VerifierEngine(Protocol):
+    """The engine a model verifier asks (the branch-generators, through their handle)."""
+
+    async def generate(self, request: GenerationRequest) -> GenerationResult: ...
+
+
+@dataclass(frozen=True, slots=True)
+class VerifierDeps:
+    """What a verifier may need to be built: model verifiers ask the engine."""
+
+    engine: VerifierEngine | None = None
+    prompts: PromptBuilder | None = None
+    max_model_len: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class VerifierSpec:
+    """What a verifier says about itself: the planner and workers read this, never names."""
+
+    name: str
+    kind: VerifierKind
+    judges_answer: bool
+    # Engine tokens one verdict may generate (model verifiers); the search reserves them.
+    tokens_per_call: int
 
 
 class Verifier(ABC):
     """Checks one candidate of one problem and says how good it is."""
 
     name: ClassVar[str]
+    # A program checks; a model gives an opinion, costs engine tokens, and runs only where no
+    # program judged the answer.
+    kind: ClassVar[VerifierKind] = "program"
     # True when a verdict settles whether the final answer is right (not just its steps).
     judges_answer: ClassVar[bool] = True
-    # Model judges cost engine tokens; they run only where no program judged the answer.
-    uses_model: ClassVar[bool] = False
+    tokens_per_call: ClassVar[int] = 0
+
+    @classmethod
+    def build(cls, deps: VerifierDeps) -> Verifier:
+        """A verifier ready to judge; model verifiers take what they need from `deps`."""
+        return cls()
+
+    @classmethod
+    def spec(cls) -> VerifierSpec:
+        return VerifierSpec(cls.name, cls.kind, cls.judges_answer, cls.tokens_per_call)
 
     def applies_to(self, problem: Problem) -> bool:
         """Whether this verifier can judge candidates of `problem` at all."""
@@ -34,7 +75,7 @@ class Verifier(ABC):
         """Judge `candidate`; passed=None when there is nothing this verifier can check."""
 
     def verdict(self, score: float, passed: bool | None, reason: str) -> Verdict:
-        return Verdict(self.name, score, passed, reason, self.judges_answer)
+        return Verdict(self.name, score, passed, reason, self.judges_answer, self.kind)
 
     def abstain(self, reason: str) -> Verdict:
         return self.verdict(NEUTRAL_SCORE, None, reason)
@@ -70,24 +111,21 @@ def register_verifier(cls: type[VerifierT]) -> type[VerifierT]:
     return cls
 
 
-def build_verifier(name: str, **kwargs: Any) -> Verifier:
-    """A new verifier of the registered class called `name`, constructed with `kwargs`."""
+def build_verifier(name: str, deps: VerifierDeps | None = None) -> Verifier:
+    """A new verifier of the registered class called `name`."""
+    return _registered(name).build(deps or VerifierDeps())
+
+
+def describe(name: str) -> VerifierSpec:
+    """What the verifier called `name` is: its kind, what it judges, what it costs."""
+    return _registered(name).spec()
+
+
+def _registered(name: str) -> type[Verifier]:
     cls = _class_of(name)
     if cls is None:
         raise UnknownVerifierError(name, known_verifiers())
-    return cls(**kwargs)
-
-
-def uses_model(name: str) -> bool:
-    """Whether the verifier called `name` asks a model (and so costs engine tokens)."""
-    cls = _class_of(name)
-    return cls is not None and cls.uses_model
-
-
-def checks_steps_only(name: str) -> bool:
-    """Whether the verifier called `name` judges the steps of a chain, never its answer."""
-    cls = _class_of(name)
-    return cls is not None and not cls.judges_answer
+    return cls
 
 
 def known_verifiers() -> list[str]:

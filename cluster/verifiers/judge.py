@@ -8,29 +8,33 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from typing import ClassVar, Protocol
+from typing import ClassVar
 
 from cluster.prompts import PromptBuilder
-from cluster.types import Candidate, GenerationRequest, GenerationResult, Problem, Verdict
-from cluster.verifiers.base import Verifier, register_verifier
+from cluster.types import Candidate, GenerationRequest, Problem, Verdict
+from cluster.verifiers.base import Verifier, VerifierDeps, VerifierEngine, register_verifier
 
 # The engine returns at most this many alternatives per position; "Yes"/"No" are near the top.
 JUDGE_TOP_LOGPROBS = 20
 
 
-class JudgeEngine(Protocol):
-    async def generate(self, request: GenerationRequest) -> GenerationResult: ...
-
-
 @register_verifier
 class ModelJudgeVerifier(Verifier):
     name: ClassVar[str] = "judge"
-    uses_model: ClassVar[bool] = True
+    kind = "model"
+    # It reads one token's log-probabilities ("Yes"/"No").
+    tokens_per_call = 1
 
-    def __init__(self, engine: JudgeEngine, prompts: PromptBuilder, max_model_len: int) -> None:
+    def __init__(self, engine: VerifierEngine, prompts: PromptBuilder, max_model_len: int) -> None:
         self._engine = engine
         self._prompts = prompts
         self._max_model_len = max_model_len
+
+    @classmethod
+    def build(cls, deps: VerifierDeps) -> ModelJudgeVerifier:
+        if deps.engine is None or deps.prompts is None or deps.max_model_len <= 0:
+            raise ValueError("the model judge needs the engine, the prompt builder and the context length")
+        return cls(deps.engine, deps.prompts, deps.max_model_len)
 
     async def verify(self, problem: Problem, candidate: Candidate) -> Verdict:
         prompt = self._prompts.render_judge(problem, candidate.text)
@@ -54,6 +58,7 @@ class ModelJudgeVerifier(Verifier):
             score,
             passed,
             reason,
+            kind=self.kind,
             prompt_tokens=result.prompt_tokens,
             completion_tokens=sum(c.token_count for c in result.completions),
             cached_tokens=result.cached_tokens,

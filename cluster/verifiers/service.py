@@ -35,7 +35,7 @@ class VerificationService:
             if not verifier.applies_to(problem):
                 continue
             # A model judge only speaks where no program could judge the answer.
-            if verifier.uses_model and any(v.passed is not None and v.judges_answer for v in verdicts):
+            if verifier.kind == "model" and any(v.passed is not None and v.judges_answer for v in verdicts):
                 continue
             verdicts.append(await verifier.verify(problem, candidate))
         return tuple(verdicts)

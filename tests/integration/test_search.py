@@ -6,9 +6,9 @@ import pytest
 from redis.asyncio import Redis
 
 from cluster.config import ClusterConfig, load_config
-from cluster.search.context import TOKENS, VERIFIER_CALLS, SearchServices
+from cluster.search.context import SearchServices
 from cluster.search.controller import DeadlineExceeded, SearchController
-from cluster.store import BudgetLedger, KeySpace, TreeMeta, TreeStore
+from cluster.store import TOKENS, VERIFIER_CALLS, BudgetLedger, KeySpace, TreeMeta, TreeStore
 from cluster.types import ChatMessage, Effort, Problem, SolveRequest, SolveResult, TaskFamily
 from cluster.verifiers import build_verifier
 from cluster.verifiers.service import VerificationService

@@ -11,10 +11,20 @@ from redis.asyncio import Redis
 
 from cluster.config import ClusterConfig, load_config
 from cluster.prompts import build_problem
-from cluster.search.context import TOKENS, VERIFIER_CALLS, SearchServices
+from cluster.search.context import SearchServices
 from cluster.search.controller import SearchController
 from cluster.search.mcts import priors, select_child
-from cluster.store import BudgetLedger, KeySpace, NodeDraft, ThoughtNode, TreeLeases, TreeMeta, TreeStore
+from cluster.store import (
+    TOKENS,
+    VERIFIER_CALLS,
+    BudgetLedger,
+    KeySpace,
+    NodeDraft,
+    ThoughtNode,
+    TreeLeases,
+    TreeMeta,
+    TreeStore,
+)
 from cluster.types import ChatMessage, Effort, Problem, SolveRequest, SolveResult, TaskFamily
 from cluster.verifiers import build_verifier
 from cluster.verifiers.service import VerificationService

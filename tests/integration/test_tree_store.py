@@ -53,9 +53,14 @@ async def new_tree(store: TreeStore, tree_id: str = "t1", ttl_s: int = ACTIVE_TT
     return root
 
 
-async def existing_keys(client: Redis, store: TreeStore, tree_id: str) -> list[str]:
-    keys = store.keys(tree_id).all()
-    return [k for k in keys if await client.exists(k)]
+def every_key(store: TreeStore, tree_id: str, nodes: int) -> tuple[str, ...]:
+    """The tree's fixed keys and the hashes of its first `nodes` nodes."""
+    keys = store.keys(tree_id)
+    return (*keys.all(), *(keys.node(f"n{i}") for i in range(nodes)))
+
+
+async def existing_keys(client: Redis, store: TreeStore, tree_id: str, nodes: int = 0) -> list[str]:
+    return [k for k in every_key(store, tree_id, nodes) if await client.exists(k)]
 
 
 async def test_create_and_read_tree(redis_client: Redis) -> None:
@@ -273,8 +278,8 @@ async def test_finish_marks_winner_and_sets_result_ttl(redis_client: Redis) -> N
     assert statuses == {root.node_id: "won", a.node_id: "won", answer.node_id: "won", b.node_id: "open"}
     assert [n.node_id for n in await store.frontier("t1", 10)] == [b.node_id]
 
-    present = await existing_keys(redis_client, store, "t1")
-    assert len(present) == len(store.keys("t1").all())  # every key kind was written above
+    present = await existing_keys(redis_client, store, "t1", nodes=4)
+    assert len(present) == len(every_key(store, "t1", nodes=4))  # every key kind was written above
     for key in present:
         ttl = await redis_client.ttl(key)
         assert 100 < ttl <= 120, (key, ttl)
@@ -290,7 +295,7 @@ async def test_ttl_expiry_removes_every_key(redis_client: Redis) -> None:
     await ledger.grant("t1", {"tokens": 10})
     assert await ledger.reserve("t1", "tokens", 4) == 4
 
-    keys = store.keys("t1").all()
+    keys = every_key(store, "t1", nodes=2)
     # Keys created after create_tree inherit its TTL instead of living forever.
     for key in keys:
         assert 0 < await redis_client.pttl(key) <= 1000, key
@@ -299,7 +304,7 @@ async def test_ttl_expiry_removes_every_key(redis_client: Redis) -> None:
     assert await store.get_tree("t1") is None
     with pytest.raises(TreeNotFoundError):
         await store.add_nodes("t1", None, [NodeDraft("late")])
-    assert await existing_keys(redis_client, store, "t1") == []
+    assert await existing_keys(redis_client, store, "t1", nodes=2) == []
 
 
 async def test_finished_tree_expires_after_result_ttl(redis_client: Redis) -> None:
@@ -308,7 +313,7 @@ async def test_finished_tree_expires_after_result_ttl(redis_client: Redis) -> No
     await store.append_event("t1", "done", {"answer": "4"})
     await store.finish_tree("t1", "done", [root.node_id], result_ttl_s=1)
     assert await store.get_tree("t1") is not None
-    await wait_until_gone(redis_client, store.keys("t1").all(), timeout_s=5)
+    await wait_until_gone(redis_client, every_key(store, "t1", nodes=1), timeout_s=5)
 
 
 async def wait_until_gone(client: Redis, keys: tuple[str, ...], timeout_s: float) -> None:
@@ -364,8 +369,9 @@ async def test_event_stream_is_capped(redis_client: Redis) -> None:
 @pytest.mark.parametrize("prefix", ["rc", "tenant-x:rc"])
 @pytest.mark.parametrize("tree_id", ["t1", "0b7e6a1c-5f9a-4d7e-9a51-1f8e2f3c4d5e", "a:b"])
 async def test_all_keys_of_a_tree_share_one_cluster_slot(prefix: str, tree_id: str) -> None:
-    keys = KeySpace(prefix).tree(tree_id).all()
-    assert len(set(keys)) == 7
+    tree = KeySpace(prefix).tree(tree_id)
+    keys = (*tree.all(), tree.lease, tree.node("n0"), tree.node("n12345"))
+    assert len(set(keys)) == 9
     slots = {key_slot(key.encode()) for key in keys}
     assert slots == {key_slot(tree_id.encode())}
 
@@ -391,5 +397,5 @@ async def test_store_works_with_decoded_responses(redis_server: str) -> None:
         assert (await store.read_events("t-dec"))[0][1]["data"] == {"x": 1}
         await store.finish_tree("t-dec", "done", [root.node_id], 60)
     finally:
-        await client.delete(*KeySpace("decoded").tree("t-dec").all())
+        await client.delete(*every_key(store, "t-dec", nodes=1))
         await client.aclose()

@@ -13,9 +13,9 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from cluster.api import ApiError
-from cluster.search.context import TOKENS, VERIFIER_CALLS, SearchServices
+from cluster.search.context import SearchServices
 from cluster.search.controller import DeadlineExceeded, SearchController
-from cluster.store import BudgetLedger, KeySpace, TreeMeta, TreeStore
+from cluster.store import TOKENS, VERIFIER_CALLS, BudgetLedger, KeySpace, TreeMeta, TreeStore
 from cluster.types import (
     ChatMessage,
     Completion,

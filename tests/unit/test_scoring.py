@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cluster.search.context import combined_score
+from cluster.search.scoring import combined_score
 from cluster.types import Verdict
 
 pytestmark = pytest.mark.unit
