@@ -110,8 +110,8 @@ class Scorer:
         self.calls += len(judged)
         self._observer.chains_verified(self._request, len(judged))
         self.usage += _verdict_usage(result)
+        # Recorded on the tree; sent with the search's next write (its progress event at the latest).
         scores = [self._record(c, vs) for c, vs in zip(judged, result.verdicts, strict=True)]
-        await self._tree.flush()
         return scores + [NEUTRAL_SCORE] * (len(chains) - len(judged))
 
     def _record(self, chain: Chain, verdicts: Sequence[Verdict]) -> float:
