@@ -40,6 +40,7 @@ class ApiError(Exception):
         type: ErrorType = "invalid_request_error",
         param: str | None = None,
         code: str | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -47,6 +48,8 @@ class ApiError(Exception):
         self.type = type
         self.param = param
         self.code = code
+        # E.g. Retry-After, and x-should-retry for clients that retry on their own.
+        self.headers = dict(headers or {})
 
     def body(self) -> dict[str, Any]:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
@@ -187,6 +190,9 @@ def reasoning_body(
         "strategy": result.strategy,
         "summary": result.summary,
         "answer": result.answer,
+        "status": result.status,
+        "incomplete_reason": result.incomplete_reason,
+        "verified": result.verified,
         "branches": result.branches,
         "verifier_calls": result.verifier_calls,
         "winning_path": list(result.winning_path),

@@ -159,11 +159,21 @@ class SolveRequest:
     strategy: str | None = None
     # Continue the stored tree of a planner that died instead of starting a new one.
     resume: bool = False
+    # When the answer is due (epoch seconds): the gateway sets it when the request arrives, so
+    # time queued for admission counts; None: the effort's deadline from when the search starts.
+    deadline_at: float | None = None
+
+
+SearchStatus = Literal["complete", "incomplete"]
 
 
 @dataclass(frozen=True, slots=True)
 class SolveResult:
-    """Planner -> gateway: the chosen answer and honest accounting of what it cost."""
+    """Planner -> gateway: the chosen answer and honest accounting of what it cost.
+
+    An incomplete search still answers: the best candidate its budget bought, with the reason
+    it stopped early (`deadline`, `budget`, `cancelled`, `error`).
+    """
 
     tree_id: str
     answer: str
@@ -175,6 +185,10 @@ class SolveResult:
     verifier_calls: int
     winning_path: tuple[str, ...] = ()
     finish_reason: str = "stop"
+    status: SearchStatus = "complete"
+    incomplete_reason: str | None = None
+    # A program verifier proved the answer right (a model's opinion never counts).
+    verified: bool = False
 
 
 @dataclass(frozen=True, slots=True)

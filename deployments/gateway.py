@@ -45,6 +45,7 @@ from cluster.search.controller import DeadlineExceeded
 from cluster.store import TOKENS, VERIFIER_CALLS, BudgetLedger, KeySpace, TreeExistsError, TreeMeta, TreeStore
 from cluster.streaming import SSE_DONE, ChunkStream, sse
 from cluster.types import Effort, SolveRequest, SolveResult
+from deployments.errors import api_error
 from monitoring.metrics import GatewayMetrics, RedisMetrics, RequestTracker, instrumented_redis
 
 logger = logging.getLogger(__name__)
@@ -53,8 +54,8 @@ DEFAULT_MODEL_ALIAS = "default"
 _TREE_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 # How often one request resumes its tree after its planner replica died.
 PLANNER_RESUMES = 2
-# Time the gateway waits beyond the effort's deadline for the planner to wrap up.
-DEADLINE_GRACE_S = 30.0
+# Time the gateway waits beyond the deadline for the planner to answer with what it has.
+DEADLINE_GRACE_S = 10.0
 # A stream waits this long for new progress events before it checks on the search again.
 EVENT_POLL_MS = 250
 # Events after which the planner returns at once: the stream waits for its result instead.
@@ -65,7 +66,7 @@ app = FastAPI(title="reasoning-cluster", docs_url=None, redoc_url=None)
 
 @app.exception_handler(ApiError)
 async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-    return JSONResponse(exc.body(), status_code=exc.status)
+    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
 
 @app.exception_handler(AdmissionRejected)
@@ -107,17 +108,6 @@ async def _check(awaitable: Any, timeout_s: float = 5.0) -> dict[str, Any]:
 
 def _admission_note(admission: Admission | None) -> dict[str, object] | None:
     return admission.to_dict() if admission is not None else None
-
-
-def _stream_error(exc: Exception, tree_id: str) -> ApiError:
-    if isinstance(exc, ApiError):
-        return exc
-    logger.exception("stream of tree %s failed", tree_id)
-    return ApiError(
-        500,
-        f"the stream failed: {type(exc).__name__}; tree {tree_id} holds what was done",
-        type="server_error",
-    )
 
 
 class _EventStream(StreamingResponse):
@@ -200,6 +190,8 @@ class Gateway:
             return await self._chat_completions(request, tracked)
 
     async def _chat_completions(self, request: Request, tracked: RequestTracker) -> Response:
+        # The deadline runs from now: time queued for admission is part of it.
+        arrived = time.time()
         caller = self._caller(request)
         tracked.tenant = caller.tenant
         raw = await request.body()
@@ -214,7 +206,7 @@ class Gateway:
         effort = self._effort(body, caller)
         tracked.effort = effort.value
         request_id = request.headers.get("x-request-id")
-        solve = self._solve_request(body, effort, caller, request_id)
+        solve = self._solve_request(body, effort, caller, request_id, arrived)
         admission = await self._admit(body, solve, effort, caller, request_id)
         # Everything the request holds, released on every exit path (a stream takes it over).
         async with AsyncExitStack() as held:
@@ -222,7 +214,7 @@ class Gateway:
                 held.push_async_callback(self._admission_release, admission)
                 if admission.degraded:
                     effort = admission.effort
-                    solve = self._solve_request(body, effort, caller, solve.tree_id)
+                    solve = self._solve_request(body, effort, caller, solve.tree_id, arrived)
                     tracked.effort = effort.value
             if body.stream:
                 return await self._stream(body, solve, effort, admission, tracked, held)
@@ -268,7 +260,7 @@ class Gateway:
             budget = await self._budget(chunks.tree_id)
         except Exception as exc:
             # The status line is long gone: the error travels as an event of the stream.
-            yield sse(_stream_error(exc, chunks.tree_id).body())
+            yield sse(api_error(exc, chunks.tree_id).body())
             yield SSE_DONE
             return
         self._metrics.answered(tracked, result, budget.granted_tokens, budget.spent_tokens)
@@ -360,7 +352,12 @@ class Gateway:
         return effort
 
     def _solve_request(
-        self, body: ChatCompletionRequest, effort: Effort, caller: Caller, request_id: str | None
+        self,
+        body: ChatCompletionRequest,
+        effort: Effort,
+        caller: Caller,
+        request_id: str | None,
+        arrived: float,
     ) -> SolveRequest:
         try:
             problem = build_problem(body.chat_messages(), body.task)
@@ -387,6 +384,7 @@ class Gateway:
             problem=problem,
             prompt=prompt,
             max_reasoning_tokens=max_tokens,
+            deadline_at=arrived + budget.deadline_s,
             seed=body.seed,
             strategy=body.strategy,
         )
@@ -460,23 +458,19 @@ class Gateway:
         )
 
     async def _search(self, solve: SolveRequest, effort: Effort) -> SolveResult:
-        """Run the search of a started tree on a planner; failures become ApiErrors."""
-        budget = self._config.budget_for(effort)
+        """Run the search of a started tree on a planner; failures become ApiErrors.
+
+        The planner answers by the deadline with the best it has; the grace covers its last
+        writes. Past that, the planner is presumed lost and the answer is a 504.
+        """
+        assert solve.deadline_at is not None
+        wait_s = max(solve.deadline_at - time.time(), 0.0) + DEADLINE_GRACE_S
         try:
-            return await asyncio.wait_for(self._call_planner(solve), budget.deadline_s + DEADLINE_GRACE_S)
-        except DeadlineExceeded as exc:
-            raise ApiError(504, f"{exc}; try a lower reasoning_effort", type="timeout_error") from exc
+            return await asyncio.wait_for(self._call_planner(solve), wait_s)
         except TimeoutError as exc:
-            raise ApiError(
-                504, f"no answer within the {effort.value} deadline", type="timeout_error"
-            ) from exc
+            raise api_error(DeadlineExceeded(f"the {effort.value} deadline passed"), solve.tree_id) from exc
         except Exception as exc:
-            logger.exception("tree %s failed", solve.tree_id)
-            raise ApiError(
-                500,
-                f"the search failed: {type(exc).__name__}; tree {solve.tree_id} holds what was done",
-                type="server_error",
-            ) from exc
+            raise api_error(exc, solve.tree_id) from exc
 
     async def _call_planner(self, solve: SolveRequest) -> SolveResult:
         """Run the search on a planner; if the planner dies, resume the tree on another."""

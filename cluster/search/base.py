@@ -25,6 +25,8 @@ class SearchOutcome:
     answered: int
     score: float | None
     reason: str
+    # Why the search stopped before it was done (`budget`, `deadline`, ...); None when it was.
+    incomplete: str | None = None
 
 
 class SearchStrategy(ABC):

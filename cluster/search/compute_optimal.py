@@ -10,7 +10,7 @@ rarely right. The choice and its reason are recorded on the tree.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from cluster.search.base import SearchOutcome, SearchStrategy, build_strategy, register_strategy
@@ -72,9 +72,9 @@ class ComputeOptimal(SearchStrategy):
         try:
             outcome = await build_strategy(chosen).run(ctx)
         except BudgetExhausted:
-            return conclude(ctx, f"{self.name} (chose {chosen}, but the probe spent the budget)")
+            return conclude(ctx, f"{self.name} (chose {chosen}, but the probe spent the budget)", "budget")
         reason = f"{self.name} chose {chosen}; {outcome.reason}"
-        return SearchOutcome(outcome.winner, outcome.votes, outcome.answered, outcome.score, reason)
+        return replace(outcome, reason=reason)
 
     async def _probe(self, ctx: SearchContext) -> Assessment:
         n = ctx.budget.probe_branches

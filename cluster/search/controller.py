@@ -15,18 +15,20 @@ import socket
 import time
 
 from cluster.config import ClusterConfig, EffortBudget
-from cluster.search.base import SearchOutcome, build_strategy
+from cluster.search.base import SearchOutcome, SearchStrategy, build_strategy
 from cluster.search.context import SearchContext, SearchServices
+from cluster.search.expander import BudgetExhausted
+from cluster.search.selection import conclude
 from cluster.search.steps import step_format
 from cluster.search.summary import summarize
 from cluster.store import FinalTreeStatus, Lease, LeaseLostError
-from cluster.types import SolveRequest, SolveResult
+from cluster.types import SearchStatus, SolveRequest, SolveResult
 
 logger = logging.getLogger(__name__)
 
 
 class DeadlineExceeded(TimeoutError):
-    """The effort's deadline passed before any chain was complete."""
+    """The effort's deadline passed before the search had any candidate answer."""
 
 
 class SearchController:
@@ -71,7 +73,7 @@ class SearchController:
         started = time.monotonic()
         try:
             deadline_s = await self._begin(ctx, budget)
-            outcome = await asyncio.wait_for(strategy.run(ctx), timeout=deadline_s)
+            outcome = await self._search(ctx, strategy, deadline_s)
         except BaseException as exc:
             if (lease is not None and lease.lost) or isinstance(exc, LeaseLostError):
                 raise  # the tree belongs to another planner now: leave it alone
@@ -90,19 +92,45 @@ class SearchController:
         self._observed(ctx, strategy.name, "done", discarded, started)
         return result
 
+    async def _search(self, ctx: SearchContext, strategy: SearchStrategy, deadline_s: float) -> SearchOutcome:
+        """Run the strategy; when the deadline, the budget or a failure stops it early, the best
+        candidate grown so far is the answer (anytime). Only a search that grew no candidate
+        at all fails: past its deadline with DeadlineExceeded, otherwise with its own error."""
+        try:
+            return await asyncio.wait_for(strategy.run(ctx), timeout=deadline_s)
+        except TimeoutError as exc:
+            return self._anytime(ctx, strategy, "deadline", exc)
+        except BudgetExhausted as exc:
+            return self._anytime(ctx, strategy, "budget", exc)
+        except LeaseLostError:
+            raise
+        except Exception as exc:
+            logger.warning("the search of tree %s stopped early: %s", ctx.tree_id, _failure_message(exc))
+            return self._anytime(ctx, strategy, "error", exc)
+
+    @staticmethod
+    def _anytime(
+        ctx: SearchContext, strategy: SearchStrategy, reason: str, cause: Exception
+    ) -> SearchOutcome:
+        try:
+            return conclude(ctx, strategy.name, reason)
+        except BudgetExhausted:
+            raise cause from None
+
     async def _begin(self, ctx: SearchContext, budget: EffortBudget) -> float:
         """Start the tree, or take over a dead planner's; the seconds left to the deadline."""
-        if not ctx.request.resume or not await ctx.resume():
-            await ctx.tree.start(ctx.request.problem.question)
-            if not ctx.request.resume:
-                return budget.deadline_s
+        request = ctx.request
+        if not request.resume or not await ctx.resume():
+            await ctx.tree.start(request.problem.question)
+            if not request.resume:
+                return _seconds_left(request, budget.deadline_s)
         voided = await self._services.ledger.void_reservations(ctx.tree_id)
         meta = await self._store.get_meta(ctx.tree_id)
         elapsed = time.time() - meta.created_at if meta is not None else 0.0
         ctx.tree.event("resumed", {"nodes": len(ctx.tree), "voided_reservations": voided})
         await ctx.tree.flush()
         logger.info("resumed tree %s with %d nodes after %.1f s", ctx.tree_id, len(ctx.tree) - 1, elapsed)
-        return max(budget.deadline_s - elapsed, 0.001)
+        return _seconds_left(request, budget.deadline_s - elapsed)
 
     def _observed(
         self, ctx: SearchContext, strategy: str, outcome: str, discarded: int, started: float
@@ -118,6 +146,9 @@ class SearchController:
         winner = outcome.winner
         answer = winner.answer or winner.text.strip()
         summary = summarize(winner.text, winner.answer, outcome.reason)
+        solved = ctx.scorer.solved
+        verified = solved is not None and solved.node.node_id == winner.node.node_id
+        status: SearchStatus = "incomplete" if outcome.incomplete else "complete"
         await ctx.tree.flush()
         await self._store.set_meta_fields(
             ctx.tree_id,
@@ -125,12 +156,14 @@ class SearchController:
             answer=answer,
             summary=summary,
             reason=outcome.reason,
+            search_status=status,
+            incomplete_reason=outcome.incomplete or "",
+            verified=str(verified).lower(),
             verifier_completion_tokens=str(ctx.scorer.usage.completion_tokens),
         )
         await self._store.finish_tree(ctx.tree_id, "done", winner.path, self._config.redis.tree_ttl_s, fence)
-        await self._store.append_event(
-            ctx.tree_id, "done", {"answer": answer[:200], "reason": outcome.reason}
-        )
+        done = {"answer": answer[:200], "reason": outcome.reason, "status": status, "verified": verified}
+        await self._store.append_event(ctx.tree_id, "done", done)
         return SolveResult(
             tree_id=ctx.tree_id,
             answer=answer,
@@ -141,8 +174,17 @@ class SearchController:
             branches=len(ctx.tree) - 1,
             verifier_calls=ctx.scorer.calls,
             winning_path=winner.path,
-            finish_reason="stop" if winner.finish_reason == "stop" else "length",
+            finish_reason="stop" if winner.finish_reason == "stop" and not outcome.incomplete else "length",
+            status=status,
+            incomplete_reason=outcome.incomplete,
+            verified=verified,
         )
+
+
+def _seconds_left(request: SolveRequest, default_s: float) -> float:
+    """Seconds to the request's deadline (never less than a moment: the search starts, then stops)."""
+    left = request.deadline_at - time.time() if request.deadline_at is not None else default_s
+    return max(left, 0.001)
 
 
 def _failure_outcome(exc: BaseException) -> str:

@@ -204,6 +204,7 @@ def _draft(
         answer=answer,
         status=status,
         logprob=mean_logprob,
+        finish_reason=completion.finish_reason,
     )
 
 

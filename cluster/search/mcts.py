@@ -58,6 +58,7 @@ class MonteCarloTreeSearch(SearchStrategy):
     async def run(self, ctx: SearchContext) -> SearchOutcome:
         k = max(ctx.budget.max_branches // ctx.budget.beam_width, 1)
         tree, score_of = ctx.tree, ctx.scorer.score_of
+        stopped: str | None = None
         while ctx.scorer.solved is None:
             path = self._select(ctx)
             if path is None:
@@ -65,6 +66,7 @@ class MonteCarloTreeSearch(SearchStrategy):
             try:
                 children = await ctx.expander.expand(path[-1], k)
             except BudgetExhausted:
+                stopped = "budget"
                 break
             if not children:
                 # Every step allowed here was proposed before; the node is now expanded.
@@ -77,7 +79,7 @@ class MonteCarloTreeSearch(SearchStrategy):
             tree.visit(path, max((score_of(child) for child in evaluated), default=0.0))
             ranked = best_first(ctx, [tree.chain(c.node) for c in children])
             await ctx.progress(path[-1].depth + 1, ranked[0] if ranked else None)
-        return conclude(ctx, self.name)
+        return conclude(ctx, self.name, stopped)
 
     def _select(self, ctx: SearchContext) -> list[ThoughtNode] | None:
         """The path from the root to the next step to expand; None when nothing is left."""

@@ -22,13 +22,14 @@ def best_first(ctx: SearchContext, chains: Sequence[Chain]) -> list[Chain]:
     return sorted(chains, key=lambda c: (ctx.scorer.score_of(c), _confidence(c)), reverse=True)
 
 
-def conclude(ctx: SearchContext, strategy: str) -> SearchOutcome:
+def conclude(ctx: SearchContext, strategy: str, incomplete: str | None = None) -> SearchOutcome:
     """The best-scored answer of the tree; agreement between answers breaks ties.
 
-    Without any answer, the best unfinished path is returned as it stands.
+    Without any answer, the best unfinished path is returned as it stands. `incomplete` says
+    why the search stopped before it was done; a verified answer leaves nothing undone.
     """
     if ctx.scorer.solved is not None:
-        return _outcome(ctx, ctx.scorer.solved, f"{strategy}: a program verified the answer")
+        return _outcome(ctx, ctx.scorer.solved, f"{strategy}: a program verified the answer", None)
     answered = ctx.answered()
     score_of = ctx.scorer.score_of
     if not answered:
@@ -36,18 +37,19 @@ def conclude(ctx: SearchContext, strategy: str) -> SearchOutcome:
         if not chains:
             raise BudgetExhausted("the budget ended before any step was grown")
         deepest = max(chains, key=lambda c: (score_of(c), c.node.depth, _confidence(c)))
-        return _outcome(ctx, deepest, f"{strategy}: no chain reached an answer")
+        return _outcome(ctx, deepest, f"{strategy}: no chain reached an answer", incomplete)
     counts = vote_counts(answered)
     winner = max(answered, key=lambda c: (score_of(c), agreement(c, counts), _confidence(c)))
-    return _outcome(ctx, winner, f"{strategy}: verifier score {score_of(winner):.2f}")
+    return _outcome(ctx, winner, f"{strategy}: verifier score {score_of(winner):.2f}", incomplete)
 
 
-def _outcome(ctx: SearchContext, winner: Chain, why: str) -> SearchOutcome:
+def _outcome(ctx: SearchContext, winner: Chain, why: str, incomplete: str | None) -> SearchOutcome:
     answered = ctx.answered()
     counts = vote_counts(answered)
-    reason = f"{why}; {len(ctx.tree) - 1} nodes explored, {len(answered)} finished"
+    stopped = f"; stopped early ({incomplete})" if incomplete else ""
+    reason = f"{why}; {len(ctx.tree) - 1} nodes explored, {len(answered)} finished{stopped}"
     score = ctx.scorer.scores.get(winner.node.node_id)
-    return SearchOutcome(winner, agreement(winner, counts), sum(counts.values()), score, reason)
+    return SearchOutcome(winner, agreement(winner, counts), sum(counts.values()), score, reason, incomplete)
 
 
 def _confidence(chain: Chain) -> float:

@@ -14,4 +14,6 @@ class SingleChain(SearchStrategy):
         (chain,) = await ctx.expander.sample_chains(1, hold_back=ctx.scorer.judge_tokens(1))
         (score,) = await ctx.scorer.verify([chain]) if ctx.budget.verifiers else (None,)
         answered = int(chain.answer is not None)
-        return SearchOutcome(chain, answered, answered, score, "the only chain")
+        # A chain the token cap cut off is what the budget bought, not what the model finished.
+        cut = "budget" if chain.node.finish_reason == "length" else None
+        return SearchOutcome(chain, answered, answered, score, "the only chain", cut)

@@ -44,6 +44,7 @@ class StepwiseSearch(SearchStrategy):
         if not frontier:
             # A fresh tree, or one that holds only whole chains (a probe): start at the root.
             expanding = [(tree.root, self.root_proposals(ctx))]
+        stopped: str | None = None
         while ctx.scorer.solved is None:
             if not expanding:
                 await score_unscored(ctx, frontier)
@@ -58,6 +59,7 @@ class StepwiseSearch(SearchStrategy):
             try:
                 new = await expand_all(ctx, expanding)
             except BudgetExhausted:
+                stopped = "budget"
                 break
             if not new:
                 exhausted.update(node.node_id for node, _ in expanding)
@@ -66,7 +68,7 @@ class StepwiseSearch(SearchStrategy):
             frontier = [c for c in new if not c.terminal]
             ranked = best_first(ctx, alive(ctx, new))
             await ctx.progress(max((c.node.depth for c in new), default=0), ranked[0] if ranked else None)
-        return conclude(ctx, self.name)
+        return conclude(ctx, self.name, stopped)
 
     def restart(self, ctx: SearchContext, exhausted: set[str]) -> list[tuple[ThoughtNode, int]]:
         """New paths from the root while it has steps left to propose; then from the best

@@ -22,7 +22,7 @@ FRONTIER_STATUSES: frozenset[str] = frozenset({"open", "expanded"})
 
 SCORE_PREFIX = "s:"
 REASON_PREFIX = "r:"
-_OPTIONAL_TEXT = ("answer", "replica")
+_OPTIONAL_TEXT = ("answer", "replica", "finish_reason")
 _COUNTS = ("prompt_tokens", "completion_tokens", "cached_tokens")
 
 
@@ -39,6 +39,8 @@ class NodeDraft:
     status: NodeStatus = "open"
     # Mean log-probability of the step's tokens under the model (its own confidence).
     logprob: float | None = None
+    # Why the engine stopped writing it: "stop" (its own end or a stop string) or "length".
+    finish_reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +64,7 @@ class ThoughtNode:
     value_sum: float = 0.0
     # What each verifier said about the node, in its own words.
     verdicts: dict[str, str] = field(default_factory=dict)
+    finish_reason: str | None = None
 
     @property
     def mean_value(self) -> float | None:
@@ -132,6 +135,7 @@ def node_from_fields(node_id: str, raw: Mapping[Any, Any]) -> ThoughtNode:
         visits=int(data.get("visits", "0")),
         value_sum=float(data.get("value_sum", "0")),
         verdicts={k[len(REASON_PREFIX) :]: v for k, v in data.items() if k.startswith(REASON_PREFIX)},
+        finish_reason=data.get("finish_reason"),
     )
 
 

@@ -262,6 +262,7 @@ class TreeStore:
                 replica=draft.replica,
                 created_at=now,
                 logprob=draft.logprob,
+                finish_reason=draft.finish_reason,
             )
             for node_id, draft in zip(ids, batch.drafts, strict=True)
         ]
