@@ -102,7 +102,9 @@ class BranchGenerator:
         self._metrics = EngineMetrics()
 
     async def generate(self, request: GenerationRequest) -> GenerationResult:
-        self._meter.begin(request.n)
+        metered = self._meter.measures(request.max_tokens)
+        if metered:
+            self._meter.begin(request.n)
         tokens = 0
         try:
             with self._metrics.call():
@@ -111,7 +113,8 @@ class BranchGenerator:
             tokens = sum(c.token_count for c in result.completions)
             return result
         finally:
-            self._meter.end(tokens, request.n)
+            if metered:
+                self._meter.end(tokens, request.n)
 
     async def record_autoscaling_stats(self) -> dict[str, float]:
         """Custom metrics for `autoscale.policies.GeneratorPolicy` (Serve calls this periodically)."""

@@ -72,3 +72,14 @@ def test_meter_begin_end_counts_busy_time_and_sequences() -> None:
     assert meter.in_flight == 0
     with pytest.raises(ValueError):
         ThroughputMeter(max_seqs=0)
+
+
+def test_prefill_bound_calls_stay_out_of_the_measure() -> None:
+    meter = ThroughputMeter(max_seqs=8, window_s=1.0)
+    # A model judge's call: one token after a long prompt. It says nothing about generation speed.
+    assert not meter.measures(1)
+    assert meter.measures(ThroughputMeter.MIN_CALL_TOKENS) and meter.measures(256)
+    # Generation calls alone make the measure, however many judge calls ran beside them.
+    meter.begin(seqs=1, now=0.0)
+    meter.end(tokens=115, seqs=1, now=1.0)
+    assert meter.tokens_per_s == pytest.approx(115 * 8)
