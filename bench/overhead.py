@@ -27,8 +27,9 @@ from cluster.config import ClusterConfig, load_config
 from cluster.engine.vllm_engine import VLLMEngine
 from cluster.local import LocalCluster
 from cluster.models import resolve_model_dir
-from cluster.prompts import PromptBuilder, build_problem
-from cluster.types import ChatMessage, GenerationRequest, TaskFamily
+from cluster.prompts import PromptBuilder
+from cluster.tasks import pose
+from cluster.types import ChatMessage, GenerationRequest
 
 QUESTION = "A baker makes 12 loaves an hour for 7 hours and sells 60 of them. How many loaves are left?"
 BRANCHES = 8
@@ -70,7 +71,7 @@ async def _timed(reps: int, call: Callable[[], Awaitable[int]]) -> tuple[list[fl
 async def raw_engine(config: ClusterConfig, reps: int, max_tokens: int) -> Row:
     engine = VLLMEngine.start(config.model, resolve_model_dir(config.model))
     try:
-        problem = build_problem([ChatMessage("user", QUESTION)], TaskFamily.GENERAL)
+        problem = pose([ChatMessage("user", QUESTION)], "general")
         prompt = PromptBuilder(engine.tokenizer).render(problem)
         request = GenerationRequest(prompt, BRANCHES, max_tokens, 0.8, 40, SEED)
 

@@ -15,7 +15,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from cluster.search import strategy_names
-from cluster.types import ChatMessage, Effort, SolveResult, TaskFamily, Usage
+from cluster.tasks import task_names
+from cluster.types import ChatMessage, Effort, SolveResult, Usage
 
 ErrorType = Literal[
     "invalid_request_error",
@@ -88,7 +89,7 @@ class ChatCompletionRequest(BaseModel):
     n: int = Field(default=1, ge=1, le=1)
     stream: bool = False
     # Extension: the task family selects prompt, answer format and verifiers.
-    task: TaskFamily = TaskFamily.GENERAL
+    task: str = "general"
     # Extension: run this search strategy within the effort's budget (evaluation baselines).
     strategy: str | None = None
 
@@ -103,9 +104,9 @@ class ChatCompletionRequest(BaseModel):
     @field_validator("task", mode="before")
     @classmethod
     def _task(cls, value: object) -> object:
-        if value in {t.value for t in TaskFamily}:
-            return TaskFamily(value)
-        allowed = ", ".join(repr(t.value) for t in TaskFamily)
+        if isinstance(value, str) and value in task_names():
+            return value
+        allowed = ", ".join(repr(name) for name in task_names())
         raise ValueError(f"task must be one of {allowed}; got {value!r}")
 
     @field_validator("strategy")

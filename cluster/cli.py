@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from cluster.client import LOCAL_URL, ProgressEvent, ReasoningAnswer, ReasoningClient
 from cluster.config import load_config
 from cluster.search import strategy_names
+from cluster.tasks import task_names
 
 if TYPE_CHECKING:
     from cluster.evaluation import Record
@@ -43,7 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     ask = commands.add_parser("ask", help="ask the running cluster a question")
     ask.add_argument("question")
     ask.add_argument("--effort", choices=("low", "medium", "high"), default="medium")
-    ask.add_argument("--task", choices=("general", "math", "game24"), default="general")
+    ask.add_argument("--task", choices=task_names(), default="general")
     ask.add_argument("--url", default=LOCAL_URL)
     ask.add_argument("--api-key", default="local")
     ask.add_argument("--json", action="store_true", help="print the result as JSON, without progress")

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from cluster.types import Effort, TaskFamily
+from cluster.types import Effort
 
 DEFAULT_CONFIG_PATH = Path(__file__).with_name("default_config.yaml")
 
@@ -59,8 +59,9 @@ class EffortBudget(_Strict):
     max_tokens_per_branch: Annotated[int, Field(gt=0)]
     temperature: Annotated[float, Field(ge=0, le=2)] = 0.8
     top_k: int = 40
-    # Verifiers that score candidates, in order; a model judge only where no program can judge.
-    verifiers: tuple[str, ...] = ("arithmetic",)
+    # Verifiers that score candidates, in order; `task` stands for the request's task family's
+    # own (cluster/tasks/); a model judge only where no program can judge.
+    verifiers: tuple[str, ...] = ("task",)
     # Tree search: nodes kept per round (beam search) or subtrees (DVTS: max_branches/beam_width).
     beam_width: Annotated[int, Field(gt=0, le=64)] = 4
     max_tokens_per_step: Annotated[int, Field(gt=0)] = 96
@@ -70,6 +71,18 @@ class EffortBudget(_Strict):
     probe_branches: Annotated[int, Field(gt=0, le=64)] = 3
     probe_tokens_per_branch: Annotated[int, Field(gt=0)] = 128
     scoring: ScoringSettings = ScoringSettings()
+
+    @field_validator("verifiers")
+    @classmethod
+    def _known_verifiers(cls, names: tuple[str, ...]) -> tuple[str, ...]:
+        from cluster.tasks import TASK_VERIFIERS
+        from cluster.verifiers import known_verifiers
+
+        known = [TASK_VERIFIERS, *known_verifiers()]
+        unknown = [name for name in names if name not in known]
+        if unknown:
+            raise ValueError(f"unknown verifier {unknown[0]!r}; known: {', '.join(known)}")
+        return names
 
     @field_validator("strategy")
     @classmethod
@@ -131,19 +144,11 @@ class TaskSettings(_Strict):
     step_temperature: Annotated[float, Field(ge=0, le=2)] | None = None
 
 
-# Task families whose step grammar leaves out the steps already proposed at a node.
-GRAMMAR_TASKS = (TaskFamily.GAME24,)
+def _default_tasks() -> dict[str, TaskSettings]:
+    # Imported when a config is validated, not when this module is: task families import it.
+    from cluster.tasks import get_task, task_names
 
-
-def _default_tasks() -> dict[TaskFamily, TaskSettings]:
-    # Game of 24 steps are one line each, held to their grammar by structured output, and
-    # proposed greedily: sampled at the effort's temperature the model gets a step's
-    # arithmetic wrong about twice as often (README, Game of 24).
-    return {
-        TaskFamily.GENERAL: TaskSettings(),
-        TaskFamily.MATH: TaskSettings(step_delimiter="\n"),
-        TaskFamily.GAME24: TaskSettings(step_delimiter="\n", step_temperature=0.0),
-    }
+    return {name: get_task(name).settings for name in task_names()}
 
 
 class RedisConfig(_Strict):
@@ -315,7 +320,8 @@ class ClusterConfig(_Strict):
     redis: RedisConfig = RedisConfig()
     efforts: dict[Effort, EffortBudget]
     default_effort: Effort = Effort.MEDIUM
-    tasks: dict[TaskFamily, TaskSettings] = Field(default_factory=_default_tasks)
+    # Step settings per task family (`cluster/tasks/`); a family left out keeps its own defaults.
+    tasks: dict[str, TaskSettings] = Field(default_factory=_default_tasks)
     deployments: DeploymentsConfig = DeploymentsConfig()
     auth: AuthConfig = AuthConfig()
     http: HttpConfig = HttpConfig()
@@ -336,23 +342,27 @@ class ClusterConfig(_Strict):
         """A config that sets one field of one family keeps the other defaults."""
         if not isinstance(tasks, dict):
             return tasks
-        defaults = {task.value: settings.model_dump() for task, settings in _default_tasks().items()}
+        defaults = {name: settings.model_dump() for name, settings in _default_tasks().items()}
         return _deep_merge(defaults, tasks)
 
     @field_validator("tasks")
     @classmethod
-    def _greedy_steps_need_a_grammar(
-        cls, tasks: dict[TaskFamily, TaskSettings]
-    ) -> dict[TaskFamily, TaskSettings]:
+    def _known_families_and_greedy_steps(cls, tasks: dict[str, TaskSettings]) -> dict[str, TaskSettings]:
+        from cluster.tasks import get_task, task_names
+
+        unknown = sorted(set(tasks) - set(task_names()))
+        if unknown:
+            raise ValueError(f"tasks: unknown task family {unknown[0]!r}; known: {', '.join(task_names())}")
         greedy = sorted(
-            task.value
-            for task, settings in tasks.items()
-            if settings.step_temperature == 0 and task not in GRAMMAR_TASKS
+            name
+            for name, settings in tasks.items()
+            if settings.step_temperature == 0 and not get_task(name).excludes_tried_steps
         )
         if greedy:
+            with_grammar = [name for name in task_names() if get_task(name).excludes_tried_steps]
             raise ValueError(
                 f"tasks.{greedy[0]}.step_temperature 0 would propose the same step every time: only "
-                f"{', '.join(t.value for t in GRAMMAR_TASKS)} steps have a grammar that leaves out the "
+                f"{', '.join(with_grammar)} steps have a grammar that leaves out the "
                 "steps proposed before; use a temperature above 0 or leave it unset"
             )
         return tasks
@@ -381,8 +391,8 @@ class ClusterConfig(_Strict):
     def budget_for(self, effort: Effort) -> EffortBudget:
         return self.efforts[effort]
 
-    def task_settings(self, task: TaskFamily) -> TaskSettings:
-        return self.tasks.get(task, TaskSettings())
+    def task_settings(self, task: str) -> TaskSettings:
+        return self.tasks[task]
 
     def with_overrides(self, overrides: dict[str, Any]) -> ClusterConfig:
         """A copy with nested fields replaced, validated again (CLI flags, tests)."""

@@ -21,10 +21,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
-from cluster.answers import answers_equivalent
 from cluster.api import MIN_COMPLETION_TOKENS
 from cluster.client import ReasoningClient
-from cluster.verifiers.game24 import check_game24, extract_game24_expression
+from cluster.tasks import get_task, pose
+from cluster.types import ChatMessage
 
 DatasetName = Literal["gsm8k", "game24"]
 SHIPPED = {"gsm8k": "gsm8k/train-500.jsonl", "game24": "game24/24-dev.csv"}
@@ -121,12 +121,10 @@ def sample(items: Sequence[Item], limit: int | None, seed: int) -> list[Item]:
 
 
 def grade(dataset: DatasetName, item: Item, answer: str) -> bool:
-    if dataset == "gsm8k":
-        return answers_equivalent(answer, item.reference)
-    # The answer's last arithmetic expression is the proposal, as the game24 verifier reads it.
-    expression = extract_game24_expression(answer)
-    numbers = [int(n) for n in item.question.split()]
-    return expression is not None and check_game24(expression, numbers).ok
+    """The task family's own grading against the item's reference."""
+    task = TASK_OF[dataset]
+    problem = pose((ChatMessage("user", item.question),), task, item.reference)
+    return get_task(task).is_correct(answer, problem)
 
 
 def evaluate(

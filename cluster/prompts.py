@@ -1,62 +1,22 @@
-"""Prompts: how a problem of each task family is put to the model.
+"""Prompts: a problem rendered with the model's own chat template, and the judge's question.
 
-Instructions only say how to lay out the work and the answer; they never contain hints
-towards a solution (DESIGN.md: the search is the model's).
+Each task family's instructions (`cluster.tasks`) only say how to lay out the work and the
+answer; they never contain hints towards a solution (the search is the model's).
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Sequence
 from typing import Protocol
 
-from cluster.types import ChatMessage, Problem, TaskFamily
-
-TASK_INSTRUCTIONS: dict[TaskFamily, str] = {
-    TaskFamily.GENERAL: (
-        "Think through the problem step by step. Finish with one line of the form 'The answer is <answer>.'"
-    ),
-    TaskFamily.MATH: (
-        "Solve the problem step by step. Write every calculation as an equation, "
-        "for example 3 * 15 = 45. Finish with one line of the form 'The answer is <number>.'"
-    ),
-    TaskFamily.GAME24: (
-        "Use each of the four given numbers exactly once, with + - * / and parentheses, "
-        "to make 24. Work one step per line: combine two of the numbers left into one, "
-        "written as 'a op b = c (left: the numbers left)', until one number is left. "
-        "Then finish with one line of the form 'Answer: <expression> = 24'. "
-        "The layout, shown for the numbers 2 3 4 8:\n"
-        "2 * 3 = 6 (left: 4 6 8)\n8 - 4 = 4 (left: 4 6)\n6 * 4 = 24 (left: 24)\n"
-        "Answer: (2 * 3) * (8 - 4) = 24"
-    ),
-}
+from cluster.tasks import get_task
+from cluster.types import Problem
 
 JUDGE_QUESTION = "Check the answer above carefully. Is it correct? Reply with Yes or No."
-
-_GAME24_NUMBERS = re.compile(r"^\s*(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s*$")
-
 
 class ChatTokenizer(Protocol):
     def apply_chat_template(self, conversation: list[dict[str, str]], **kwargs: object) -> object: ...
 
     def encode(self, text: str, add_special_tokens: bool = ...) -> list[int]: ...
-
-
-class InvalidProblem(ValueError):
-    """The request cannot be posed as a problem of its task family."""
-
-
-def build_problem(messages: Sequence[ChatMessage], task: TaskFamily, reference: str | None = None) -> Problem:
-    problem = Problem(messages=tuple(messages), task=task, reference=reference)
-    if task is not TaskFamily.GAME24:
-        return problem
-    match = _GAME24_NUMBERS.match(problem.question)
-    if match is None:
-        raise InvalidProblem(
-            "task game24 expects the last user message to be four whole numbers separated "
-            f"by spaces, like '4 9 10 13'; got {problem.question[:60]!r}"
-        )
-    return Problem(problem.messages, task, tuple(int(n) for n in match.groups()), reference)
 
 
 class PromptBuilder:
@@ -86,7 +46,7 @@ class PromptBuilder:
 
     @staticmethod
     def _conversation(problem: Problem) -> list[dict[str, str]]:
-        conversation = [{"role": "system", "content": TASK_INSTRUCTIONS[problem.task]}]
+        conversation = [{"role": "system", "content": get_task(problem.task).instructions}]
         # A caller's own system message replaces none of ours: it follows, so both apply.
         conversation += [{"role": m.role, "content": m.content} for m in problem.messages]
         return conversation

@@ -20,14 +20,6 @@ class Effort(enum.StrEnum):
     HIGH = "high"
 
 
-class TaskFamily(enum.StrEnum):
-    """Selects prompt, answer format and verifiers for a problem."""
-
-    GENERAL = "general"
-    MATH = "math"
-    GAME24 = "game24"
-
-
 @dataclass(frozen=True, slots=True)
 class ChatMessage:
     role: str
@@ -39,8 +31,9 @@ class Problem:
     """What the user asked, as the search and the verifiers see it."""
 
     messages: tuple[ChatMessage, ...]
-    task: TaskFamily = TaskFamily.GENERAL
-    # Game of 24: the four numbers parsed from the user's message.
+    # The task family (`cluster.tasks`): prompt, step format, answer format, verifiers.
+    task: str = "general"
+    # Numbers the task parsed from the question (Game of 24: the four numbers).
     numbers: tuple[int, ...] | None = None
     # A known correct answer (evaluation only); verifiers that need one skip without it.
     reference: str | None = None

@@ -40,10 +40,11 @@ from cluster.api import (
 from cluster.auth import Caller, authenticate
 from cluster.config import ClusterConfig
 from cluster.engine.tokenizer import load_tokenizer
-from cluster.prompts import InvalidProblem, PromptBuilder, build_problem
+from cluster.prompts import PromptBuilder
 from cluster.search.controller import DeadlineExceeded
 from cluster.store import TOKENS, VERIFIER_CALLS, BudgetLedger, KeySpace, TreeExistsError, TreeMeta, TreeStore
 from cluster.streaming import SSE_DONE, ChunkStream, sse
+from cluster.tasks import InvalidProblem, pose
 from cluster.types import Effort, SolveRequest, SolveResult
 from deployments.errors import api_error
 from monitoring.metrics import GatewayMetrics, RedisMetrics, RequestTracker, instrumented_redis
@@ -360,7 +361,7 @@ class Gateway:
         arrived: float,
     ) -> SolveRequest:
         try:
-            problem = build_problem(body.chat_messages(), body.task)
+            problem = pose(body.chat_messages(), body.task)
         except InvalidProblem as exc:
             raise ApiError(400, str(exc), param="messages") from exc
         budget = self._config.budget_for(effort)

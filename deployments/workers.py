@@ -18,6 +18,7 @@ from cluster.prompts import PromptBuilder
 from cluster.search.context import SearchServices
 from cluster.search.controller import SearchController
 from cluster.store import BudgetLedger, KeySpace, TreeLeases, TreeStore
+from cluster.tasks import task_names, verifiers_for
 from cluster.types import (
     GenerationRequest,
     GenerationResult,
@@ -143,7 +144,14 @@ class Verifier:
     """Scores candidates: programmatic verifiers, and a model judge through the generators."""
 
     def __init__(self, config: ClusterConfig, generator: DeploymentHandle) -> None:
-        names = sorted({name for budget in config.efforts.values() for name in budget.verifiers})
+        names = sorted(
+            {
+                name
+                for budget in config.efforts.values()
+                for task in task_names()
+                for name in verifiers_for(budget.verifiers, task)
+            }
+        )
         deps = _verifier_deps(names, config, generator)
         self._service = VerificationService({name: build_verifier(name, deps) for name in names})
         self._names = names

@@ -10,6 +10,7 @@ rarely right. The choice and its reason are recorded on the tree.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -18,7 +19,7 @@ from cluster.search.context import SearchContext
 from cluster.search.expander import BudgetExhausted
 from cluster.search.selection import conclude
 from cluster.search.tree import Chain
-from cluster.search.voting import vote_counts
+from cluster.search.voting import Votes
 from cluster.verifiers.base import NEUTRAL_SCORE
 
 Difficulty = Literal["easy", "medium", "hard"]
@@ -34,14 +35,16 @@ class Assessment:
     reason: str
 
 
-def assess(chains: list[Chain], scores: list[float], proven: bool, refuted: set[str]) -> Assessment:
+def assess(
+    chains: list[Chain], scores: list[float], proven: bool, refuted: set[str], vote_key: Callable[[str], str]
+) -> Assessment:
     answered = [c for c in chains if c.answer is not None]
     # Agreeing on an answer a program found wrong is no sign of an easy problem.
-    counts = vote_counts([c for c in answered if c.node.node_id not in refuted])
-    top_votes = max(counts.values(), default=0)
+    votes = Votes([c for c in answered if c.node.node_id not in refuted], vote_key)
+    top_votes = votes.top
     best = max(scores, default=NEUTRAL_SCORE)
     seen = (
-        f"{len(answered)} of {len(chains)} probe chains answered, {len(answered) - sum(counts.values())} "
+        f"{len(answered)} of {len(chains)} probe chains answered, {len(answered) - votes.cast} "
         f"of them proven wrong, {top_votes} agree, best score {best:.2f}"
     )
     if proven:
@@ -82,4 +85,5 @@ class ComputeOptimal(SearchStrategy):
             n, hold_back=ctx.scorer.judge_tokens(n), max_tokens=ctx.budget.probe_tokens_per_branch
         )
         scores = await ctx.scorer.verify(chains)
-        return assess(chains, scores, proven=ctx.scorer.solved is not None, refuted=ctx.scorer.refuted)
+        solved = ctx.scorer.solved is not None
+        return assess(chains, scores, solved, ctx.scorer.refuted, ctx.task.vote_key)

@@ -13,9 +13,10 @@ from cluster.config import EffortBudget
 from cluster.search.expander import Expander, Generator
 from cluster.search.observer import NULL_OBSERVER, SearchObserver
 from cluster.search.scoring import Scorer, VerifierService
-from cluster.search.steps import StepFormat
 from cluster.search.tree import Chain, SearchTree
 from cluster.store import BudgetLedger, TreeLeases, TreeStore
+from cluster.tasks import get_task
+from cluster.tasks.steps import StepFormat
 from cluster.types import SolveRequest, Usage
 
 # Progress events show this much of each step of the best path.
@@ -46,6 +47,7 @@ class SearchContext:
     ) -> None:
         self.request = request
         self.budget = budget
+        self.task = get_task(request.problem.task)
         self.observer = services.observer
         self._store = services.store
         self.tree = SearchTree(request.tree_id, services.store, steps, fence)

@@ -19,9 +19,9 @@ from cluster.search.base import SearchOutcome, SearchStrategy, build_strategy
 from cluster.search.context import SearchContext, SearchServices
 from cluster.search.expander import BudgetExhausted
 from cluster.search.selection import conclude
-from cluster.search.steps import step_format
 from cluster.search.summary import summarize
 from cluster.store import FinalTreeStatus, Lease, LeaseLostError
+from cluster.tasks import get_task
 from cluster.types import SearchStatus, SolveRequest, SolveResult
 
 logger = logging.getLogger(__name__)
@@ -67,7 +67,8 @@ class SearchController:
     async def _solve(self, request: SolveRequest, lease: Lease | None) -> SolveResult:
         budget = self.budget_for(request)
         strategy = build_strategy(budget.strategy)
-        steps = step_format(request.problem, self._config.task_settings(request.problem.task))
+        task = get_task(request.problem.task)
+        steps = task.step_format(request.problem, self._config.task_settings(task.name))
         fence = lease.token if lease is not None else None
         ctx = SearchContext(request, budget, self._services, steps, fence)
         started = time.monotonic()

@@ -13,9 +13,9 @@ from typing import Protocol
 
 from cluster.config import EffortBudget
 from cluster.search.observer import SearchObserver
-from cluster.search.steps import StepFormat, StepRequest
 from cluster.search.tree import Chain, SearchTree
 from cluster.store import TOKENS, BudgetLedger, NodeDraft, NodeStatus, Reservation, ThoughtNode
+from cluster.tasks.steps import StepFormat, StepRequest
 from cluster.types import Completion, GenerationRequest, GenerationResult, SolveRequest, Usage
 
 # A chain shorter than this cannot hold reasoning and an answer; do not start one.

@@ -18,6 +18,7 @@ from cluster.config import EffortBudget, ScoringSettings
 from cluster.search.observer import SearchObserver
 from cluster.search.tree import Chain, SearchTree
 from cluster.store import TOKENS, VERIFIER_CALLS, BudgetLedger
+from cluster.tasks import verifiers_for
 from cluster.types import SolveRequest, Usage, Verdict, VerifyRequest, VerifyResult
 from cluster.verifiers.base import NEUTRAL_SCORE, describe
 
@@ -62,6 +63,7 @@ class Scorer:
         self._verifier = verifier
         self._observer = observer
         self._aggregate = AGGREGATIONS[budget.scoring.aggregation]
+        self._verifiers = verifiers_for(budget.verifiers, request.problem.task)
         # Path scores of the nodes scored so far, by node id.
         self.scores: dict[str, float] = {}
         self.calls = 0
@@ -76,7 +78,7 @@ class Scorer:
 
     def judge_tokens(self, chains: int) -> int:
         """Reasoning tokens the effort's model verifiers will need to judge this many chains."""
-        return chains * sum(describe(name).tokens_per_call for name in self._budget.verifiers)
+        return chains * sum(describe(name).tokens_per_call for name in self._verifiers)
 
     def restore(self) -> None:
         """Path scores of a stored tree's scored nodes (a planner taking over a tree)."""
@@ -90,7 +92,7 @@ class Scorer:
         Unfinished paths have no answer yet: only the verifiers of steps score them.
         """
         unfinished = any(not c.terminal for c in chains)
-        names = tuple(v for v in self._budget.verifiers if not unfinished or not describe(v).judges_answer)
+        names = tuple(v for v in self._verifiers if not unfinished or not describe(v).judges_answer)
         if not chains or not names:
             return [NEUTRAL_SCORE] * len(chains)
         tree_id = self._request.tree_id

@@ -9,7 +9,7 @@ from cluster.search.base import SearchOutcome
 from cluster.search.context import SearchContext
 from cluster.search.expander import BudgetExhausted
 from cluster.search.tree import Chain
-from cluster.search.voting import agreement, vote_counts
+from cluster.search.voting import Votes
 
 
 def alive(ctx: SearchContext, chains: Sequence[Chain]) -> list[Chain]:
@@ -38,18 +38,18 @@ def conclude(ctx: SearchContext, strategy: str, incomplete: str | None = None) -
             raise BudgetExhausted("the budget ended before any step was grown")
         deepest = max(chains, key=lambda c: (score_of(c), c.node.depth, _confidence(c)))
         return _outcome(ctx, deepest, f"{strategy}: no chain reached an answer", incomplete)
-    counts = vote_counts(answered)
-    winner = max(answered, key=lambda c: (score_of(c), agreement(c, counts), _confidence(c)))
+    votes = Votes(answered, ctx.task.vote_key)
+    winner = max(answered, key=lambda c: (score_of(c), votes.of(c), _confidence(c)))
     return _outcome(ctx, winner, f"{strategy}: verifier score {score_of(winner):.2f}", incomplete)
 
 
 def _outcome(ctx: SearchContext, winner: Chain, why: str, incomplete: str | None) -> SearchOutcome:
     answered = ctx.answered()
-    counts = vote_counts(answered)
+    votes = Votes(answered, ctx.task.vote_key)
     stopped = f"; stopped early ({incomplete})" if incomplete else ""
     reason = f"{why}; {len(ctx.tree) - 1} nodes explored, {len(answered)} finished{stopped}"
     score = ctx.scorer.scores.get(winner.node.node_id)
-    return SearchOutcome(winner, agreement(winner, counts), sum(counts.values()), score, reason, incomplete)
+    return SearchOutcome(winner, votes.of(winner), votes.cast, score, reason, incomplete)
 
 
 def _confidence(chain: Chain) -> float:

@@ -16,9 +16,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from cluster.search.steps import StepFormat
 from cluster.store import NodeDraft, NodeStatus, ThoughtNode, TreeNotFoundError, TreeStore, TreeWrite
 from cluster.store.nodes import node_order
+from cluster.tasks.steps import StepFormat
 from cluster.types import Candidate
 
 

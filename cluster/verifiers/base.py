@@ -56,6 +56,8 @@ class Verifier(ABC):
     # True when a verdict settles whether the final answer is right (not just its steps).
     judges_answer: ClassVar[bool] = True
     tokens_per_call: ClassVar[int] = 0
+    # The task families it understands; None: every family.
+    tasks: ClassVar[frozenset[str] | None] = None
 
     @classmethod
     def build(cls, deps: VerifierDeps) -> Verifier:
@@ -68,7 +70,7 @@ class Verifier(ABC):
 
     def applies_to(self, problem: Problem) -> bool:
         """Whether this verifier can judge candidates of `problem` at all."""
-        return True
+        return self.tasks is None or problem.task in self.tasks
 
     @abstractmethod
     async def verify(self, problem: Problem, candidate: Candidate) -> Verdict:
@@ -94,9 +96,15 @@ class UnknownVerifierError(ValueError):
 VerifierT = TypeVar("VerifierT", bound=Verifier)
 
 _REGISTRY: dict[str, type[Verifier]] = {}
-# Verifiers written in modules the package does not import (they may need a model client):
-# they register themselves when build_verifier first asks for them by name.
-_LAZY_MODULES: dict[str, str] = {"judge": "cluster.verifiers.judge"}
+# The modules that hold the built-in verifiers, imported when a name is first looked up (they
+# depend on task rules and prompts, which must not be imported by this package's own import).
+# A new verifier is one module with a `@register_verifier` class, listed here.
+VERIFIER_MODULES = (
+    "cluster.verifiers.arithmetic",
+    "cluster.verifiers.numeric",
+    "cluster.verifiers.game24",
+    "cluster.verifiers.judge",
+)
 
 
 def register_verifier(cls: type[VerifierT]) -> type[VerifierT]:
@@ -129,11 +137,14 @@ def _registered(name: str) -> type[Verifier]:
 
 
 def known_verifiers() -> list[str]:
+    _load_builtins()
     return sorted(_REGISTRY)
 
 
 def _class_of(name: str) -> type[Verifier] | None:
-    return _REGISTRY.get(name) or _load_lazy(name)
+    if name not in _REGISTRY:
+        _load_builtins()
+    return _REGISTRY.get(name)
 
 
 def _same_class(first: type[Verifier], second: type[Verifier]) -> bool:
@@ -144,16 +155,6 @@ def _same_class(first: type[Verifier], second: type[Verifier]) -> bool:
     )
 
 
-def _load_lazy(name: str) -> type[Verifier] | None:
-    module = _LAZY_MODULES.get(name)
-    if module is None:
-        return None
-    try:
+def _load_builtins() -> None:
+    for module in VERIFIER_MODULES:
         importlib.import_module(module)
-    except ModuleNotFoundError as error:
-        # Only the verifier's own module being absent means "unknown"; a dependency it
-        # lacks is a real installation problem and must surface.
-        if error.name != module:
-            raise
-        return None
-    return _REGISTRY.get(name)

@@ -80,13 +80,14 @@ async def test_an_engine_failure_after_some_work_answers_with_what_was_grown(red
 
 
 async def test_a_spent_budget_answers_with_the_best_candidate(redis_client: Redis) -> None:
-    # Enough tokens for the first round of steps only: the search cannot reach an answer.
-    harness = Harness(redis_client, tree_config("beam_search", tokens=40), game24_engine())
+    harness = Harness(redis_client, tree_config("beam_search"), game24_engine())
+    # Tokens for the four first steps only (five each): the search cannot reach an answer.
+    await harness.create("budget", tokens=24)
 
-    result = await harness.solve("budget")
+    result = await harness.solve("budget", create=False)
 
     assert (result.status, result.incomplete_reason, result.verified) == ("incomplete", "budget", False)
-    assert result.answer != SOLUTION
+    assert result.answer != SOLUTION and result.branches == 4
     await assert_budget_settled(harness, "budget")
 
 

@@ -9,7 +9,7 @@ from cluster.config import ClusterConfig, load_config
 from cluster.search.context import SearchServices
 from cluster.search.controller import DeadlineExceeded, SearchController
 from cluster.store import TOKENS, VERIFIER_CALLS, BudgetLedger, KeySpace, TreeMeta, TreeStore
-from cluster.types import ChatMessage, Effort, Problem, SolveRequest, SolveResult, TaskFamily
+from cluster.types import ChatMessage, Effort, Problem, SolveRequest, SolveResult
 from cluster.verifiers import build_verifier
 from cluster.verifiers.service import VerificationService
 from tests.scripted import ScriptedGenerator
@@ -108,7 +108,7 @@ async def test_best_of_n_picks_the_verified_chain_over_the_majority(redis_client
 
 async def test_game24_best_of_n_is_judged_by_the_exact_checker(redis_client: Redis) -> None:
     config = config_with("high", "best_of_n", 3, 100, ["game24", "arithmetic"])
-    problem = Problem((ChatMessage("user", "4 9 10 13"),), TaskFamily.GAME24, (4, 9, 10, 13))
+    problem = Problem((ChatMessage("user", "4 9 10 13"),), "game24", (4, 9, 10, 13))
     chains = [
         "Answer: (10 - 4) * (13 - 9) + 0 = 24",
         "Answer: (10 - 4) * (13 - 9) = 24",

@@ -10,8 +10,6 @@ from redis.asyncio import Redis
 
 from bench.tree_growth import RoundTrips
 from cluster.config import TaskSettings
-from cluster.prompts import build_problem
-from cluster.search.steps import step_format
 from cluster.search.tree import SearchTree
 from cluster.store import (
     KeySpace,
@@ -24,12 +22,13 @@ from cluster.store import (
     TreeStore,
 )
 from cluster.store.nodes import NODE_STATUSES
-from cluster.types import ChatMessage, TaskFamily
+from cluster.tasks import get_task, pose
+from cluster.types import ChatMessage
 from monitoring.metrics import instrumented_redis
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio]
 
-PROBLEM = build_problem((ChatMessage("user", "Grow a tree."),), TaskFamily.GENERAL)
+PROBLEM = pose((ChatMessage("user", "Grow a tree."),), "general")
 TASK_SETTINGS = TaskSettings()
 STATUSES: list[NodeStatus] = sorted(NODE_STATUSES)  # type: ignore[arg-type]
 
@@ -37,7 +36,7 @@ STATUSES: list[NodeStatus] = sorted(NODE_STATUSES)  # type: ignore[arg-type]
 async def new_tree(redis: Redis, tree_id: str, fence: str | None = None) -> tuple[TreeStore, SearchTree]:
     store = TreeStore(redis, KeySpace("t"))
     await store.create_tree(TreeMeta(tree_id, "tenant", "high", "mcts", created_at=time.time()), 600)
-    tree = SearchTree(tree_id, store, step_format(PROBLEM, TASK_SETTINGS), fence)
+    tree = SearchTree(tree_id, store, get_task("general").step_format(PROBLEM, TASK_SETTINGS), fence)
     return store, tree
 
 
@@ -165,13 +164,13 @@ async def test_a_planner_that_lost_its_lease_cannot_write(redis_client: Redis) -
     leases = TreeLeases(redis_client, KeySpace("t"), ttl_s=30)
     store, _ = await new_tree(redis_client, "fenced")
     old = await leases.acquire("fenced", "old-planner")
-    stale = SearchTree("fenced", store, step_format(PROBLEM, TASK_SETTINGS), old.token)
+    stale = SearchTree("fenced", store, get_task("general").step_format(PROBLEM, TASK_SETTINGS), old.token)
     root = await stale.start(PROBLEM.question)
 
     # The old planner stalls past its lease; another planner takes the tree over.
     await redis_client.delete(store.keys("fenced").lease)
     new = await leases.acquire("fenced", "new-planner")
-    current = SearchTree("fenced", store, step_format(PROBLEM, TASK_SETTINGS), new.token)
+    current = SearchTree("fenced", store, get_task("general").step_format(PROBLEM, TASK_SETTINGS), new.token)
     assert await current.load()
 
     stale.record_scores(root.node_id, 0.0, {"v": 0.0}, {"v": "stale"})

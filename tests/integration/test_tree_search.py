@@ -10,7 +10,6 @@ import pytest
 from redis.asyncio import Redis
 
 from cluster.config import ClusterConfig, load_config
-from cluster.prompts import build_problem
 from cluster.search.context import SearchServices
 from cluster.search.controller import SearchController
 from cluster.search.mcts import priors, select_child
@@ -25,7 +24,8 @@ from cluster.store import (
     TreeMeta,
     TreeStore,
 )
-from cluster.types import ChatMessage, Effort, Problem, SolveRequest, SolveResult, TaskFamily
+from cluster.tasks import pose
+from cluster.types import ChatMessage, Effort, Problem, SolveRequest, SolveResult
 from cluster.verifiers import build_verifier
 from cluster.verifiers.service import VerificationService
 from tests.scripted import Proposal, StepScript
@@ -33,7 +33,7 @@ from tests.scripted import Proposal, StepScript
 pytestmark = pytest.mark.integration
 
 P = Proposal
-PUZZLE = build_problem((ChatMessage("user", "4 9 10 13"),), TaskFamily.GAME24)
+PUZZLE = pose((ChatMessage("user", "4 9 10 13"),), "game24")
 SOLUTION = "(13 - 9) * (10 - 4)"
 # Paths of a Game of 24 search, as the model writes its steps (without the "(left: ...)").
 GAME24_SCRIPT: dict[tuple[str, ...], list[Proposal]] = {
@@ -311,7 +311,7 @@ async def test_mcts_follows_value_and_prior_and_backs_up_visits(redis_client: Re
 
 
 async def test_compute_optimal_stops_early_on_an_easy_problem(redis_client: Redis) -> None:
-    problem = Problem((ChatMessage("user", "3 pencils cost 45 cents; what do 7 cost?"),), TaskFamily.MATH)
+    problem = Problem((ChatMessage("user", "3 pencils cost 45 cents; what do 7 cost?"),), "math")
     right = "Each costs 45 / 3 = 15 cents, so 7 * 15 = 105. The answer is 105."
     engine = StepScript("PROMPT", "\n", {}, whole_chains=[right, right, "The answer is 84."])
     harness = Harness(redis_client, tree_config("compute_optimal"), engine)
@@ -327,7 +327,7 @@ async def test_compute_optimal_stops_early_on_an_easy_problem(redis_client: Redi
 
 
 async def test_a_probe_that_spends_the_budget_answers_from_the_probe(redis_client: Redis) -> None:
-    problem = Problem((ChatMessage("user", "3 pencils cost 45 cents; what do 7 cost?"),), TaskFamily.MATH)
+    problem = Problem((ChatMessage("user", "3 pencils cost 45 cents; what do 7 cost?"),), "math")
     probe = [
         "3 * 5 = 15 and 15 * 7 = 105 so the answer is 105.",
         "Let me think about it for a while. The answer is 84.",

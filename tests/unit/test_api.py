@@ -10,7 +10,7 @@ from cluster.api import ApiError, BudgetView, chat_completion_body, parse_chat_r
 from cluster.auth import authenticate
 from cluster.config import AuthConfig, TenantConfig
 from cluster.search.summary import summarize
-from cluster.types import Effort, SolveResult, TaskFamily, Usage
+from cluster.types import Effort, SolveResult, Usage
 from cluster.verifiers.judge import yes_probability
 
 pytestmark = pytest.mark.unit
@@ -36,7 +36,7 @@ def test_valid_request_with_extensions() -> None:
         ).encode()
     )
     assert request.reasoning_effort is Effort.HIGH
-    assert request.task is TaskFamily.MATH
+    assert request.task == "math"
     assert request.completion_cap() == 64
 
 

@@ -5,15 +5,15 @@ from __future__ import annotations
 import re
 
 from cluster.config import TaskSettings
-from cluster.prompts import build_problem
-from cluster.search.steps import Game24Steps, step_format
-from cluster.types import ChatMessage, Completion, TaskFamily
+from cluster.tasks import get_task, pose
+from cluster.tasks.game24 import Game24Steps
+from cluster.types import ChatMessage, Completion
 
-PUZZLE = build_problem((ChatMessage("user", "4 9 10 13"),), TaskFamily.GAME24)
+PUZZLE = pose((ChatMessage("user", "4 9 10 13"),), "game24")
 
 
 def steps() -> Game24Steps:
-    format_ = step_format(PUZZLE, TaskSettings())
+    format_ = get_task("game24").step_format(PUZZLE, TaskSettings())
     assert isinstance(format_, Game24Steps)
     return format_
 
@@ -69,7 +69,9 @@ def test_steps_proposed_here_before_are_not_offered_again() -> None:
 
 
 def test_a_step_is_asked_for_at_the_task_step_temperature() -> None:
-    greedy = step_format(PUZZLE, TaskSettings(step_temperature=0.0)).request([], final=False)
-    effort_default = step_format(PUZZLE, TaskSettings()).request([], final=False)
+    greedy = (
+        get_task("game24").step_format(PUZZLE, TaskSettings(step_temperature=0.0)).request([], final=False)
+    )
+    effort_default = get_task("game24").step_format(PUZZLE, TaskSettings()).request([], final=False)
     assert greedy is not None and greedy.temperature == 0.0
     assert effort_default is not None and effort_default.temperature is None

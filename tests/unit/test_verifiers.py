@@ -6,21 +6,12 @@ from fractions import Fraction
 
 import pytest
 
-from cluster.types import Candidate, ChatMessage, Problem, TaskFamily, Verdict
-from cluster.verifiers import (
-    NEUTRAL_SCORE,
-    ArithmeticStepVerifier,
-    Game24Verifier,
-    NumericAnswerVerifier,
-    UnknownVerifierError,
-    Verifier,
-    build_verifier,
-    check_game24,
-    extract_game24_expression,
-    find_arithmetic_claims,
-    register_verifier,
-)
-from cluster.verifiers.game24 import RIGHT_NUMBERS_SCORE
+from cluster.tasks.game24 import check_game24, extract_game24_expression
+from cluster.types import Candidate, ChatMessage, Problem, Verdict
+from cluster.verifiers import NEUTRAL_SCORE, UnknownVerifierError, Verifier, build_verifier, register_verifier
+from cluster.verifiers.arithmetic import ArithmeticStepVerifier, find_arithmetic_claims
+from cluster.verifiers.game24 import RIGHT_NUMBERS_SCORE, Game24Verifier
+from cluster.verifiers.numeric import NumericAnswerVerifier
 
 pytestmark = pytest.mark.unit
 
@@ -31,12 +22,12 @@ MINUS = "\u2212"
 
 def math_problem(reference: str | None = None) -> Problem:
     question = ChatMessage("user", "Natalia sold 48 clips in April and half as many in May.")
-    return Problem(messages=(question,), task=TaskFamily.MATH, reference=reference)
+    return Problem(messages=(question,), task="math", reference=reference)
 
 
 def game24_problem(*numbers: int) -> Problem:
     question = ChatMessage("user", "Use " + " ".join(map(str, numbers)) + " to make 24.")
-    return Problem(messages=(question,), task=TaskFamily.GAME24, numbers=numbers)
+    return Problem(messages=(question,), task="game24", numbers=numbers)
 
 
 def candidate(text: str, answer: str | None = None) -> Candidate:
