@@ -38,7 +38,7 @@ def keep_ray_on_loopback() -> None:
     """Keep every Ray listener on 127.0.0.1.
 
     Without RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 Ray rewrites 127.0.0.1 to the machine's
-    external address (DESIGN.md). Ray reads it once, when it is first imported.
+    external address. Ray reads it once, when it is first imported.
     """
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")

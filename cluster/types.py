@@ -54,8 +54,6 @@ class Candidate:
     node_id: str
     text: str
     answer: str | None
-    # Engine-counted length of `text`, so judges can check the context window without a tokenizer.
-    token_count: int = 0
 
 
 @dataclass(frozen=True, slots=True)

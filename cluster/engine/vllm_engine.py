@@ -28,7 +28,7 @@ def use_cuda(config: ModelConfig) -> bool:
 
 
 def cpu_engine_env(config: ModelConfig) -> dict[str, str]:
-    """Environment the CPU build reads at engine start (see DESIGN.md, measured here).
+    """Environment the CPU build reads at engine start (measured here: README, "The model").
 
     The engine's threads are bound to every core unless VLLM_CPU_OMP_THREADS_BIND says
     otherwise: one CPU replica per machine is the layout that measured fastest here.

@@ -27,12 +27,11 @@ class Chain:
     """A chain of thought ending at a tree node: a whole chain, or the path to a step.
 
     `text` is the path's steps joined as the model wrote them, `path` the node ids from the
-    root, `token_count` the engine's count of every generated token on the path.
+    root.
     """
 
     node: ThoughtNode
     answer: str | None
-    token_count: int
     finish_reason: str | None
     text: str
     path: tuple[str, ...]
@@ -40,7 +39,7 @@ class Chain:
     terminal: bool = True
 
     def candidate(self) -> Candidate:
-        return Candidate(self.node.node_id, self.text, self.answer, self.token_count)
+        return Candidate(self.node.node_id, self.text, self.answer)
 
 
 class SearchTree:
@@ -186,7 +185,6 @@ class SearchTree:
         return Chain(
             node=node,
             answer=node.answer,
-            token_count=sum(n.completion_tokens for n in path),
             finish_reason="stop" if node.answer is not None else "length",
             text=self._steps.chain_text([n.text for n in path]),
             path=(self.root.node_id, *(n.node_id for n in path)),

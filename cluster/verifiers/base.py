@@ -1,7 +1,7 @@
 """The verifier interface and the name -> class registry that configs build verifiers from.
 
 Verifiers judge what the model proposed; they never search for a solution themselves (see
-DESIGN.md, "Verifiers judge; they do not solve").
+docs/architecture.md, "Verifiers judge; they do not solve").
 """
 
 from __future__ import annotations
