@@ -126,7 +126,7 @@ def _simulate(args: argparse.Namespace) -> int:
     # Named by import path: `cluster` imports nothing from `autoscale`.
     import importlib
 
-    run_cli = importlib.import_module("autoscale.simulator").run_cli
+    run_cli = importlib.import_module("autoscale.sim.cli").run_cli
     return int(run_cli(args.trace, args.out))
 
 
