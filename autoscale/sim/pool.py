@@ -133,6 +133,8 @@ class Simulation:
         self.counts: dict[str, int] = {}
         self.vclock: dict[str, float] = {}
         self.rates: dict[str, float] = {}
+        # Rates follow from ready replicas and running sequences: recomputed only when those change.
+        self.rates_stale = True
         self.deadlines: list[tuple[float, int]] = []
         self.gpu_seconds = 0.0
         self.timeline: list[TimelinePoint] = []
@@ -197,7 +199,9 @@ class Simulation:
                 heapq.heappop(heap)
             rate = self.rates.get(name, 0.0)
             if heap and rate > 0:
-                best = min(best, self.now + max(heap[0][0] - self.vclock.get(name, 0.0), 0.0) / rate)
+                at = self.now + max(heap[0][0] - self.vclock.get(name, 0.0), 0.0) / rate
+                if at < best:
+                    best = at
         return best
 
     def next_deadline(self) -> float:
@@ -226,6 +230,7 @@ class Simulation:
         while self.starting and self.starting[0] <= t + EPS:
             self.starting.popleft()
             self.ready += 1
+            self.rates_stale = True
 
     def arrive(self, arrival: float, effort: str, tokens: int) -> None:
         profile = self.trace.efforts[effort]
@@ -266,8 +271,12 @@ class Simulation:
             self.counts[head.effort] = self.counts.get(head.effort, 0) + 1
             self.running[head.index] = head
             self.seqs += head.branches
+            self.rates_stale = True
 
     def recompute_rates(self) -> None:
+        if not self.rates_stale:
+            return
+        self.rates_stale = False
         # Continuous batching: every running sequence decodes at the same speed.
         capacity = self.ready * self.pool.replica_tokens_per_s
         per_seq = min(self.pool.seq_tokens_per_s, capacity / self.seqs) if self.seqs else 0.0
@@ -284,6 +293,7 @@ class Simulation:
             del self.running[job.index]
             self.counts[job.effort] -= 1
             self.seqs -= job.branches
+            self.rates_stale = True
         else:
             self.waiting -= 1
 
@@ -296,6 +306,7 @@ class Simulation:
             self.starting.pop()  # the latest asked for goes first
         if target < self.ready:
             self.ready = max(target, 0)
+            self.rates_stale = True
 
     def refresh_metrics(self) -> None:
         """What replicas would report now: throughput (into the meter) and ongoing requests."""
