@@ -126,6 +126,9 @@ class Spent:
     verifier_calls: int = 0
 
 
+NOTHING_SPENT = Spent()
+
+
 @dataclass(frozen=True, slots=True)
 class Demand:
     """What the cluster faces at one instant."""
@@ -186,7 +189,7 @@ def compute_demand(
     rate = 0.0
     by_tenant: dict[str, int] = {}
     for entry in admitted:
-        used = spent.get(entry.tree_id, Spent())
+        used = spent.get(entry.tree_id, NOTHING_SPENT)
         remaining = max(entry.tokens - used.tokens, 0)
         trees += 1
         remaining_total += remaining

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -89,6 +90,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     simulate.add_argument("--trace", required=True, help="trace JSON, e.g. autoscale/traces/bursty-high.json")
     simulate.add_argument("--out", help="directory for the comparison JSON and the replica-timeline PNG")
+    simulate.add_argument(
+        "--jobs",
+        type=int,
+        default=len(os.sched_getaffinity(0)),
+        help="policies simulated at once, one process each (default: the CPUs this process may use)",
+    )
     simulate.set_defaults(run=_simulate)
 
     dashboards = commands.add_parser("dashboards", help="Grafana dashboards (monitoring/)")
@@ -129,8 +136,8 @@ def _simulate(args: argparse.Namespace) -> int:
     # Named by import path: `cluster` imports nothing from `autoscale`.
     import importlib
 
-    run_cli = importlib.import_module("autoscale.simulator").run_cli
-    return int(run_cli(args.trace, args.out))
+    run_cli = importlib.import_module("autoscale.sim.cli").run_cli
+    return int(run_cli(args.trace, args.out, args.jobs))
 
 
 def _up(args: argparse.Namespace) -> int:

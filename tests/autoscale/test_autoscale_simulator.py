@@ -8,16 +8,11 @@ from typing import Any
 
 import pytest
 
-from autoscale.simulator import (
-    DefaultPolicyParams,
-    Simulation,
-    Trace,
-    effort_budget_policy,
-    percentile,
-    ray_default_policy,
-    run_cli,
-    simulate,
-)
+from autoscale.sim.cli import run_cli
+from autoscale.sim.policies import effort_budget_policy, ray_default_policy
+from autoscale.sim.pool import Simulation, percentile, simulate
+from autoscale.sim.ray_default import DefaultPolicyParams
+from autoscale.sim.trace import Trace
 from autoscale.tracegen import SPECS, generate
 
 pytestmark = pytest.mark.unit
