@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal, get_args
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from cluster.sandbox.settings import SandboxSettings
 from cluster.types import Effort, TaskFamily
 
 StrategyName = Literal[
@@ -291,6 +292,8 @@ class ClusterConfig(_Strict):
     http: HttpConfig = HttpConfig()
     autoscaling: AutoscalingSettings = AutoscalingSettings()
     admission: AdmissionSettings = AdmissionSettings()
+    # Limits of the sandbox that runs model-written Python (program verifiers).
+    sandbox: SandboxSettings = SandboxSettings()
 
     @field_validator("efforts")
     @classmethod
