@@ -1,9 +1,9 @@
 """The command line that confines one program: util-linux's `prlimit` around bubblewrap.
 
-prlimit sets the resource limits (kernel rlimits) and then runs bubblewrap, which puts the
-program in new namespaces: no network (its own loopback only), its own process tree, an
-empty root with /usr read-only, and a small in-memory working directory. Both are
-well-kept Debian tools; nothing here re-implements what they do.
+prlimit sets the resource limits (kernel rlimits), coreutils' `env` resets signal handling,
+and bubblewrap puts the program in new namespaces: no network (its own loopback only), its
+own process tree, an empty root with /usr read-only, and a small in-memory working
+directory. All three are well-kept Debian tools; nothing here re-implements what they do.
 """
 
 from __future__ import annotations
@@ -40,24 +40,32 @@ class Tools:
     """Absolute paths of the programs the sandbox is built from."""
 
     prlimit: str
+    env: str
     bwrap: str
 
     @classmethod
     def find(cls) -> Tools:
-        paths = {name: shutil.which(name) for name in ("prlimit", "bwrap")}
+        paths = {name: shutil.which(name) for name in ("prlimit", "env", "bwrap")}
         missing = sorted(name for name, path in paths.items() if path is None)
         if missing:
             raise SandboxUnavailableError(
-                f"the Python sandbox needs {' and '.join(missing)} (Debian packages util-linux and "
-                "bubblewrap; scripts/setup.sh installs them): refusing to run programs unconfined"
+                f"the Python sandbox needs {' and '.join(missing)} (Debian packages util-linux, coreutils "
+                "and bubblewrap; scripts/setup.sh installs them): refusing to run programs unconfined"
             )
-        return cls(prlimit=str(paths["prlimit"]), bwrap=str(paths["bwrap"]))
+        return cls(prlimit=str(paths["prlimit"]), env=str(paths["env"]), bwrap=str(paths["bwrap"]))
 
 
 def sandbox_command(tools: Tools, settings: SandboxSettings, program_fd: int, status_fd: int) -> list[str]:
     """argv that runs the program read from `program_fd` under every limit of `settings`;
     bubblewrap writes its JSON status (the program's pid, its exit code) to `status_fd`."""
-    return [*_limits(tools, settings), *_bubblewrap(tools, settings, program_fd, status_fd)]
+    return [
+        *_limits(tools, settings),
+        # Signals the caller ignores stay ignored across exec; bubblewrap must see its
+        # children exit (SIGCHLD) and the program must die of SIGXCPU and SIGPIPE.
+        tools.env,
+        "--default-signal",
+        *_bubblewrap(tools, settings, program_fd, status_fd),
+    ]
 
 
 def _limits(tools: Tools, settings: SandboxSettings) -> list[str]:
