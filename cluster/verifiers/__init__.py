@@ -18,6 +18,7 @@ from cluster.verifiers.base import (
     known_verifiers,
     register_verifier,
 )
+from cluster.verifiers.code_tests import CodeTestsVerifier
 from cluster.verifiers.game24 import (
     Game24Check,
     Game24Verifier,
@@ -25,14 +26,17 @@ from cluster.verifiers.game24 import (
     extract_game24_expression,
 )
 from cluster.verifiers.numeric import NumericAnswerVerifier
+from cluster.verifiers.python_program import PythonProgramVerifier
 
 __all__ = [
     "NEUTRAL_SCORE",
     "ArithmeticClaim",
     "ArithmeticStepVerifier",
+    "CodeTestsVerifier",
     "Game24Check",
     "Game24Verifier",
     "NumericAnswerVerifier",
+    "PythonProgramVerifier",
     "UnknownVerifierError",
     "Verifier",
     "build_verifier",
