@@ -1,9 +1,13 @@
-"""The command line that confines one program: util-linux's `prlimit` around bubblewrap.
+"""The command line that confines one program: util-linux's `setpriv` and `prlimit` around
+bubblewrap.
 
-prlimit sets the resource limits (kernel rlimits), coreutils' `env` resets signal handling,
-and bubblewrap puts the program in new namespaces: no network (its own loopback only), its
-own process tree, an empty root with /usr read-only, and a small in-memory working
-directory. All three are well-kept Debian tools; nothing here re-implements what they do.
+setpriv drops root for the run's own user id, prlimit sets the resource limits (kernel
+rlimits), coreutils' `env` resets signal handling, and bubblewrap puts the program in new
+namespaces: no network (its own loopback only), its own process tree, an empty root with
+/usr read-only, and a small in-memory working directory. All are well-kept Debian tools;
+nothing here re-implements what they do. Switching the user here rather than in
+`subprocess.Popen(user=...)` lets Popen use vfork: a fork of a large caller would block its
+event loop for as long as copying its page tables takes.
 """
 
 from __future__ import annotations
@@ -39,26 +43,35 @@ class SandboxUnavailableError(SandboxError):
 class Tools:
     """Absolute paths of the programs the sandbox is built from."""
 
+    setpriv: str
     prlimit: str
     env: str
     bwrap: str
 
     @classmethod
     def find(cls) -> Tools:
-        paths = {name: shutil.which(name) for name in ("prlimit", "env", "bwrap")}
+        paths = {name: shutil.which(name) for name in ("setpriv", "prlimit", "env", "bwrap")}
         missing = sorted(name for name, path in paths.items() if path is None)
         if missing:
             raise SandboxUnavailableError(
                 f"the Python sandbox needs {' and '.join(missing)} (Debian packages util-linux, coreutils "
                 "and bubblewrap; scripts/setup.sh installs them): refusing to run programs unconfined"
             )
-        return cls(prlimit=str(paths["prlimit"]), env=str(paths["env"]), bwrap=str(paths["bwrap"]))
+        return cls(**{name: str(path) for name, path in paths.items()})
 
 
-def sandbox_command(tools: Tools, settings: SandboxSettings, program_fd: int, status_fd: int) -> list[str]:
-    """argv that runs the program read from `program_fd` under every limit of `settings`;
-    bubblewrap writes its JSON status (the program's pid, its exit code) to `status_fd`."""
+def sandbox_command(
+    tools: Tools, settings: SandboxSettings, uid: int, program_fd: int, status_fd: int
+) -> list[str]:
+    """argv that runs the program read from `program_fd` as `uid` under every limit of
+    `settings`; bubblewrap writes its JSON status (the program's pid, its exit code) to
+    `status_fd`."""
     return [
+        tools.setpriv,
+        f"--reuid={uid}",
+        f"--regid={uid}",
+        "--clear-groups",
+        "--",
         *_limits(tools, settings),
         # Signals the caller ignores stay ignored across exec; bubblewrap must see its
         # children exit (SIGCHLD) and the program must die of SIGXCPU and SIGPIPE.

@@ -1,8 +1,8 @@
 """One confined child process, watched from the event loop without blocking it.
 
-The child is started by `subprocess.Popen`, whose C code switches the user id, starts a new
-session and closes every inherited file descriptor (a leaked socket would be a way out of the
-network namespace). bubblewrap reports the program's process id on a status pipe; the
+The child is started by `subprocess.Popen`, whose C code starts a new session and closes
+every inherited file descriptor (a leaked socket would be a way out of the network
+namespace). bubblewrap reports the program's process id on a status pipe; the
 program is stopped by SIGKILL to that process, the first of its PID namespace, which takes
 the whole namespace down with it. bubblewrap's monitor then reaps it, so `wait4` on the
 monitor returns the CPU time of the program's whole process tree.
@@ -49,19 +49,19 @@ class _Exit:
 async def run_child(
     command: Callable[[int], Sequence[str]],
     *,
-    uid: int,
     pass_fds: Sequence[int],
     max_output_bytes: int,
     wall_seconds: float,
 ) -> Finished:
-    """Run `command(status_fd)` as `uid`; stop it at the wall time or the output limit.
+    """Run `command(status_fd)` with an empty environment; stop it at the wall time or the
+    output limit.
 
     `status_fd` is the descriptor bubblewrap writes its JSON status lines to.
     """
     started = time.monotonic()
     status_read, status_write = os.pipe()
     try:
-        popen = _start(command(status_write), uid, (*pass_fds, status_write))
+        popen = _start(command(status_write), (*pass_fds, status_write))
     finally:
         os.close(status_write)
     child = _Child(popen, os.fdopen(status_read, "rb"), max_output_bytes)
@@ -151,7 +151,7 @@ class _Child:
             transport.close()
 
 
-def _start(argv: Sequence[str], uid: int, pass_fds: Sequence[int]) -> subprocess.Popen[bytes]:
+def _start(argv: Sequence[str], pass_fds: Sequence[int]) -> subprocess.Popen[bytes]:
     try:
         return subprocess.Popen(
             list(argv),
@@ -160,18 +160,10 @@ def _start(argv: Sequence[str], uid: int, pass_fds: Sequence[int]) -> subprocess
             stderr=subprocess.PIPE,
             env={},
             cwd="/",
-            user=uid,
-            group=uid,
-            extra_groups=[],
             pass_fds=tuple(pass_fds),
             close_fds=True,
             start_new_session=True,
         )
-    except PermissionError as error:
-        raise SandboxUnavailableError(
-            "the Python sandbox runs each program under an unprivileged user id of its own and needs "
-            f"root (CAP_SETUID) for that: {error}"
-        ) from error
     except OSError as error:
         raise SandboxUnavailableError(f"the Python sandbox could not start: {error}") from error
 

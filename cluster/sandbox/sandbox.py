@@ -65,8 +65,7 @@ class Sandbox:
     async def _run(self, tools: Tools, program: str) -> SandboxResult:
         with self._uid() as uid, _program_file(program) as program_fd:
             finished = await run_child(
-                lambda status_fd: sandbox_command(tools, self.settings, program_fd, status_fd),
-                uid=uid,
+                lambda status_fd: sandbox_command(tools, self.settings, uid, program_fd, status_fd),
                 pass_fds=(program_fd,),
                 max_output_bytes=self.settings.max_output_bytes,
                 wall_seconds=self.settings.wall_seconds,

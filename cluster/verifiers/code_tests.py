@@ -18,7 +18,8 @@ from cluster.verifiers.code_blocks import last_python_block
 # request's imports come first (a candidate that writes only the function still finds
 # `List`), then the candidate, then the examples before this one (doctest examples share
 # one namespace), all with their output discarded; only this example prints to stdout. A
-# parse of the request that fails just means it brings no imports.
+# parse of the request that fails just means it brings no imports. The namespace is not
+# "__main__", so a candidate's `if __name__ == "__main__":` demo does not run.
 _HARNESS = """
 import ast, contextlib, io
 
@@ -32,7 +33,7 @@ def _imports(source):
     return ast.Module(body=kept, type_ignores=[])
 
 
-namespace = {"__name__": "__main__"}
+namespace = {"__name__": "candidate"}
 with contextlib.redirect_stdout(io.StringIO()):
     exec(compile(_imports(REQUEST), "request.py", "exec"), namespace)
     exec(compile(CANDIDATE, "candidate.py", "exec"), namespace)

@@ -13,8 +13,10 @@ from cluster.verifiers.code_tests import visible_examples
 
 pytestmark = pytest.mark.integration
 
-# A looping program is stopped after a second of wall time; nothing else comes close.
-SANDBOX = Sandbox(SandboxSettings(cpu_seconds=2, wall_seconds=1))
+# Limits no normal program comes near, even on a loaded machine; looping programs run in
+# a sandbox that stops them after a second.
+SANDBOX = Sandbox(SandboxSettings(wall_seconds=60))
+IMPATIENT = Sandbox(SandboxSettings(wall_seconds=1))
 FENCE = "```"
 
 
@@ -27,8 +29,8 @@ def math_problem() -> Problem:
     return Problem(messages=(ChatMessage("user", question),), task=TaskFamily.MATH)
 
 
-async def program_verdict(text: str, answer: str | None = None) -> Verdict:
-    verifier = PythonProgramVerifier(sandbox=SANDBOX)
+async def program_verdict(text: str, answer: str | None = None, sandbox: Sandbox = SANDBOX) -> Verdict:
+    verifier = PythonProgramVerifier(sandbox=sandbox)
     return await verifier.verify(math_problem(), Candidate("n1", text, answer))
 
 
@@ -104,7 +106,7 @@ async def test_a_crashing_program_fails_with_its_exception() -> None:
 
 
 async def test_a_looping_program_fails_with_a_timeout() -> None:
-    verdict = await program_verdict(chain("while True:\n    pass", "The answer is 105."))
+    verdict = await program_verdict(chain("while True:\n    pass", "The answer is 105."), sandbox=IMPATIENT)
     assert verdict.passed is False
     assert "timeout" in verdict.reason
 
@@ -173,8 +175,8 @@ def code_problem(request: str = BELOW_ZERO) -> Problem:
     return Problem(messages=(ChatMessage("user", request),))
 
 
-async def code_verdict(answer: str, request: str = BELOW_ZERO) -> Verdict:
-    verifier = CodeTestsVerifier(sandbox=SANDBOX)
+async def code_verdict(answer: str, request: str = BELOW_ZERO, sandbox: Sandbox = SANDBOX) -> Verdict:
+    verifier = CodeTestsVerifier(sandbox=sandbox)
     return await verifier.verify(code_problem(request), Candidate("n1", answer, None))
 
 
@@ -210,7 +212,8 @@ async def test_a_crashing_function_fails_every_example() -> None:
 
 
 async def test_a_looping_function_fails_with_a_timeout() -> None:
-    verdict = await code_verdict("def below_zero(operations):\n    while True:\n        pass\n")
+    looping = "def below_zero(operations):\n    while True:\n        pass\n"
+    verdict = await code_verdict(looping, sandbox=IMPATIENT)
     assert (verdict.passed, verdict.score) == (False, 0.0)
     assert "timeout" in verdict.reason
 
