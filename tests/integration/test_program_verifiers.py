@@ -86,6 +86,12 @@ async def test_an_integer_one_off_is_never_rounding() -> None:
     assert verdict.passed is False
 
 
+async def test_a_program_may_use_sympy() -> None:
+    program = "from sympy import Rational, solve, symbols\nn = symbols('n')\nprint(solve(Rational(15) * 7 - n, n)[0])"
+    verdict = await program_verdict(chain(program, "The answer is 105."))
+    assert verdict.passed is True, verdict.reason
+
+
 async def test_the_last_number_the_program_prints_is_its_answer() -> None:
     program = "for pencils in range(1, 8):\n    print('pencils', pencils, 'cost', 15 * pencils)"
     verdict = await program_verdict(chain(program, "The answer is 105."))
