@@ -87,7 +87,11 @@ async def test_an_integer_one_off_is_never_rounding() -> None:
 
 
 async def test_a_program_may_use_sympy() -> None:
-    program = "from sympy import Rational, solve, symbols\nn = symbols('n')\nprint(solve(Rational(15) * 7 - n, n)[0])"
+    program = (
+        "from sympy import Rational, solve, symbols\n"
+        "n = symbols('n')\n"
+        "print(solve(Rational(15) * 7 - n, n)[0])\n"
+    )
     verdict = await program_verdict(chain(program, "The answer is 105."))
     assert verdict.passed is True, verdict.reason
 
