@@ -142,13 +142,23 @@ class _Child:
         transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), status)
         try:
             while line := await reader.readline():
-                pid = json.loads(line).get("child-pid")
-                if isinstance(pid, int) and self._program_pidfd is None:
+                pid = _child_pid(line)
+                if pid is not None and self._program_pidfd is None:
                     # A pidfd keeps naming this process even if its id is reused later.
                     with contextlib.suppress(ProcessLookupError):
                         self._program_pidfd = os.pidfd_open(pid)
         finally:
             transport.close()
+
+
+def _child_pid(status_line: bytes) -> int | None:
+    """The program's pid, if this line of bubblewrap's JSON status gives it."""
+    try:
+        status = json.loads(status_line)
+    except ValueError:
+        return None
+    pid = status.get("child-pid") if isinstance(status, dict) else None
+    return pid if isinstance(pid, int) else None
 
 
 def _start(argv: Sequence[str], pass_fds: Sequence[int]) -> subprocess.Popen[bytes]:

@@ -40,12 +40,19 @@ class Sandbox:
 
     async def run(self, program: str) -> SandboxResult:
         """Run `program` (Python source) in a fresh sandbox and say how it ended."""
-        tools = await self.check()
+        tools = await self._checked_tools()
         async with self._slots:
             return await self._run(tools, program)
 
-    async def check(self) -> Tools:
-        """Make sure programs run confined here (once); raise SandboxUnavailableError if not."""
+    async def check(self) -> None:
+        """Make sure programs run confined here; raise SandboxUnavailableError if not.
+
+        `run` checks before its first program; a deployment may call this at start to fail
+        early rather than at its first verification.
+        """
+        await self._checked_tools()
+
+    async def _checked_tools(self) -> Tools:
         async with self._check_lock:
             if self._tools is None:
                 self._tools = await self._probe()
