@@ -62,6 +62,9 @@ async def run_child(
     status_read, status_write = os.pipe()
     try:
         popen = _start(command(status_write), (*pass_fds, status_write))
+    except BaseException:
+        os.close(status_read)
+        raise
     finally:
         os.close(status_write)
     child = _Child(popen, os.fdopen(status_read, "rb"), max_output_bytes)

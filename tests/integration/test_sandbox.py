@@ -384,6 +384,22 @@ async def test_the_program_runs_unprivileged_with_a_clean_environment(
     assert environ_line == "['HOME', 'LANG', 'PATH', 'PWD', 'TMPDIR']"
 
 
+async def test_runs_leave_no_descriptors_or_children_behind() -> None:
+    box = sandbox(wall_seconds=1, max_output_bytes=1024)
+    await assert_still_serving(box)  # the probe's own descriptors are settled
+    before = len(os.listdir("/proc/self/fd"))
+    programs = ["print(1)", "1 / 0", "import time\ntime.sleep(60)", "while True:\n    print('x')"]
+    for program in programs * 3:
+        await box.run(program)
+    cancelled = asyncio.ensure_future(box.run("import time\ntime.sleep(60)"))
+    await asyncio.sleep(0.2)
+    cancelled.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled
+    await assert_no_sandbox_processes_left(box.settings)
+    assert len(os.listdir("/proc/self/fd")) == before
+
+
 # --- refusing to run unconfined -------------------------------------------------------------------
 
 
