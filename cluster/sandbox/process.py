@@ -165,6 +165,8 @@ def _child_pid(status_line: bytes) -> int | None:
 
 
 def _start(argv: Sequence[str], pass_fds: Sequence[int]) -> subprocess.Popen[bytes]:
+    # Called on the event loop's thread, never a short-lived worker thread: bubblewrap's
+    # --die-with-parent fires when the *thread* that started it ends.
     try:
         return subprocess.Popen(
             list(argv),
