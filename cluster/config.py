@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from cluster.sandbox.settings import SandboxSettings
 from cluster.types import Effort
 
 DEFAULT_CONFIG_PATH = Path(__file__).with_name("default_config.yaml")
@@ -327,6 +328,8 @@ class ClusterConfig(_Strict):
     http: HttpConfig = HttpConfig()
     autoscaling: AutoscalingSettings = AutoscalingSettings()
     admission: AdmissionSettings = AdmissionSettings()
+    # Limits of the sandbox that runs model-written Python (program verifiers).
+    sandbox: SandboxSettings = SandboxSettings()
 
     @field_validator("efforts")
     @classmethod

@@ -15,6 +15,7 @@ from cluster.engine.tokenizer import load_tokenizer
 from cluster.engine.vllm_engine import VLLMEngine
 from cluster.models import resolve_model_dir
 from cluster.prompts import PromptBuilder
+from cluster.sandbox import Sandbox
 from cluster.search.context import SearchServices
 from cluster.search.controller import SearchController
 from cluster.store import BudgetLedger, KeySpace, TreeLeases, TreeStore
@@ -83,10 +84,11 @@ def _max_num_seqs(engine: VLLMEngine) -> int:
 
 def _verifier_deps(names: list[str], config: ClusterConfig, generator: DeploymentHandle) -> VerifierDeps:
     """The engine and prompts for model verifiers; nothing when every verifier is a program."""
+    sandbox = Sandbox(config.sandbox)
     if all(describe(name).kind == "program" for name in names):
-        return VerifierDeps()
+        return VerifierDeps(sandbox=sandbox)
     prompts = PromptBuilder(load_tokenizer(config.model))
-    return VerifierDeps(GeneratorClient(generator), prompts, config.model.max_model_len)
+    return VerifierDeps(GeneratorClient(generator), prompts, config.model.max_model_len, sandbox)
 
 
 @serve.deployment

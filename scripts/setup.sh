@@ -29,6 +29,14 @@ if ! command -v promtool >/dev/null 2>&1 && [ ! -x /usr/bin/promtool ]; then
   as_root systemctl disable --now prometheus prometheus-node-exporter >/dev/null 2>&1 || true
 fi
 
+# bubblewrap and the system Python with sympy: the sandbox that runs model-written programs
+# (docs/security.md); the model's math programs often import sympy.
+if ! command -v bwrap >/dev/null 2>&1 || [ ! -x /usr/bin/python3 ] || [ ! -d /usr/lib/python3/dist-packages/sympy ]; then
+  echo "==> installing bubblewrap, python3 and python3-sympy (apt)"
+  as_root apt-get update -q
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q bubblewrap python3 python3-sympy
+fi
+
 if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
   echo "==> creating $VENV and installing Python packages (a few minutes the first time)"
   [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"

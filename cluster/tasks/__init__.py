@@ -4,7 +4,7 @@ A new family is one module with a `@register_task` class, listed here (README, "
 family").
 """
 
-from cluster.tasks import game24, general, math
+from cluster.tasks import code, game24, general, math
 from cluster.tasks.base import (
     TASK_VERIFIERS,
     InvalidProblem,
@@ -22,6 +22,7 @@ __all__ = [
     "InvalidProblem",
     "Task",
     "UnknownTaskError",
+    "code",
     "game24",
     "general",
     "get_task",

@@ -15,6 +15,7 @@ from cluster.types import Candidate, GenerationRequest, GenerationResult, Proble
 
 if TYPE_CHECKING:
     from cluster.prompts import PromptBuilder
+    from cluster.sandbox import Sandbox
 
 # Score reported with passed=None: it must not push a candidate up or down when blended.
 NEUTRAL_SCORE = 0.5
@@ -28,11 +29,14 @@ class VerifierEngine(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class VerifierDeps:
-    """What a verifier may need to be built: model verifiers ask the engine."""
+    """What a verifier may need to be built: model verifiers ask the engine, program verifiers
+    that run model-written code run it in the sandbox."""
 
     engine: VerifierEngine | None = None
     prompts: PromptBuilder | None = None
     max_model_len: int = 0
+    # One sandbox per process, shared, so its limit on programs running at once holds.
+    sandbox: Sandbox | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +108,8 @@ VERIFIER_MODULES = (
     "cluster.verifiers.numeric",
     "cluster.verifiers.game24",
     "cluster.verifiers.judge",
+    "cluster.verifiers.python_program",
+    "cluster.verifiers.code_tests",
 )
 
 
