@@ -10,6 +10,7 @@ that reads the number literals exactly ("1,234", "$5", "50%", ".5") and puts a p
 from __future__ import annotations
 
 import ast
+import asyncio
 import re
 from dataclasses import dataclass
 from fractions import Fraction
@@ -401,7 +402,8 @@ class ArithmeticStepVerifier(Verifier):
     judges_answer: ClassVar[bool] = False
 
     async def verify(self, problem: Problem, candidate: Candidate) -> Verdict:
-        claims = find_arithmetic_claims(candidate.text)
+        # Linear, but a long chain is thousands of parses: off the event loop.
+        claims = await asyncio.to_thread(find_arithmetic_claims, candidate.text)
         if not claims:
             return self.abstain("no arithmetic claims found")
         wrong = [claim for claim in claims if not claim.correct]

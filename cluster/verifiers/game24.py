@@ -6,6 +6,7 @@ Only the model's expression is checked; nothing here searches for a solution (DE
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections import Counter
 from collections.abc import Sequence
@@ -126,7 +127,8 @@ class Game24Verifier(Verifier):
     async def verify(self, problem: Problem, candidate: Candidate) -> Verdict:
         if not self.applies_to(problem) or problem.numbers is None:
             return self.abstain("not a Game of 24 problem with four numbers")
-        expression = _candidate_expression(candidate)
+        # A scan of the whole chain: off the event loop.
+        expression = await asyncio.to_thread(_candidate_expression, candidate)
         if expression is None:
             return self.verdict(0.0, False, "no arithmetic expression found in the answer")
         check = check_game24(expression, problem.numbers)
