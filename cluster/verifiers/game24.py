@@ -122,6 +122,7 @@ class Game24Verifier(Verifier):
             and numbers is not None
             and len(numbers) == GAME24_NUMBERS
             and all(isinstance(number, int) for number in numbers)
+            and _readable(numbers)
         )
 
     async def verify(self, problem: Problem, candidate: Candidate) -> Verdict:
@@ -137,6 +138,12 @@ class Game24Verifier(Verifier):
         evaluated_with_right_numbers = check.uses_numbers and check.value is not None
         score = RIGHT_NUMBERS_SCORE if evaluated_with_right_numbers else 0.0
         return self.verdict(score, False, check.reason)
+
+
+def _readable(numbers: Sequence[int]) -> bool:
+    """Whether every number fits the parser's bound on digits: a larger one can never be named
+    in an expression or step (and str() of over 4,300 digits raises)."""
+    return all(abs(number) < 10**MAX_NUMBER_DIGITS for number in numbers)
 
 
 def _candidate_expression(candidate: Candidate) -> str | None:
@@ -312,11 +319,12 @@ class Game24StepsVerifier(Verifier):
     judges_answer: ClassVar[bool] = False
 
     def applies_to(self, problem: Problem) -> bool:
-        return problem.task is TaskFamily.GAME24 and problem.numbers is not None
+        numbers = problem.numbers
+        return problem.task is TaskFamily.GAME24 and numbers is not None and _readable(numbers)
 
     async def verify(self, problem: Problem, candidate: Candidate) -> Verdict:
-        if problem.numbers is None:
-            return self.abstain("not a Game of 24 problem")
+        if not self.applies_to(problem) or problem.numbers is None:
+            return self.abstain("not a Game of 24 problem with numbers a step can name")
         steps = [step for line in candidate.text.splitlines() if (step := parse_game24_step(line))]
         if not steps:
             return self.abstain("no steps of the form 'a op b = c (left: ...)'")

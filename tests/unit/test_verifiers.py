@@ -421,3 +421,12 @@ def test_numbers_beyond_the_bounds_are_not_judged() -> None:
     assert find_arithmetic_claims("9" * 5000 + " + 1 = 2") == []
     assert parse_game24_step("9" * 5000 + " + 1 = 2") is None
     assert parse_game24_step("3/0 + 1 = 2") is None
+
+
+async def test_game24_verifiers_abstain_on_numbers_no_expression_can_name() -> None:
+    question = ChatMessage("user", "Use a 5,001-digit number, 4, 9 and 10 to make 24.")
+    problem = Problem(messages=(question,), task=TaskFamily.GAME24, numbers=(10**5000, 4, 9, 10))
+    for verifier in (Game24Verifier(), build_verifier("game24_steps")):
+        assert not verifier.applies_to(problem)
+        verdict = await verifier.verify(problem, candidate("4 + 9 = 13 (left: 13 10)"))
+        assert verdict.passed is None
