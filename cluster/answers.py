@@ -1,18 +1,25 @@
-"""Final answers in model chains of thought: extraction, normalisation, comparison, voting.
+"""Final answers in model chains of thought: extraction, normalisation, comparison.
 
 Small models state one value in many shapes ("$1,234.50", "50%", "\\boxed{\\frac{1}{2}}",
 "The answer is 10 dollars."). Grading and self-consistency voting must treat those shapes
 as one answer, so numeric values are compared as exact `Fraction`s, never as floats: a float
-would make 0.1 + 0.2 differ from 0.3 and split a vote that should be unanimous.
+would make 0.1 + 0.2 differ from 0.3 and split a vote that should be unanimous. Answers that
+are not plain numbers (\\sqrt{4}, sets, intervals, expressions) are compared by math-verify
+(`cluster.symbolic`).
+
+Every function here reads model output, so each is linear in its length or reads a bounded
+part of it (bench/parsers.py measures that).
 """
 
 from __future__ import annotations
 
 import re
 import string
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from fractions import Fraction
 from typing import NamedTuple
+
+from cluster.symbolic import compare_symbolically
 
 _UNICODE_MINUS = "\u2212"
 
@@ -20,10 +27,12 @@ _UNICODE_MINUS = "\u2212"
 _UINT = r"(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)"
 # Two exponent digits at most: "1e999999999" would otherwise build a gigantic integer.
 _DECIMAL = rf"(?:{_UINT}(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d{{1,2}}(?!\d))?"
+# Possessive "\s*+": whitespace between the optional parts is never re-split on a failed match
+# (with plain "\s*", "-" followed by n spaces and a letter costs n**3 steps).
 _NUMBER_BODY = rf"""
-    (?P<sign>[-+])?\s*
-    (?P<currency>[$€£¥₹])?\s*
-    (?P<sign2>[-+])?\s*
+    (?P<sign>[-+])?\s*+
+    (?P<currency>[$€£¥₹])?\s*+
+    (?P<sign2>[-+])?\s*+
     (?:
         (?P<whole>\d+)\s+(?P<mixed_num>\d+)\s*/\s*(?P<mixed_den>\d+)
       | (?P<num>{_DECIMAL})\s*/\s*(?P<den>{_DECIMAL})
@@ -31,6 +40,9 @@ _NUMBER_BODY = rf"""
     )
     (?P<percent>\s*%)?
 """
+# A number with its unit ("$1,234,567.89 dollars per week") is short; longer text is not read
+# as one (and int() refuses strings of over 4,300 digits anyway).
+_MAX_NUMBER_CHARS = 100
 _NUMBER_FULL = re.compile(rf"^\s*{_NUMBER_BODY}\s*$", re.VERBOSE)
 _NUMBER_PREFIX = re.compile(rf"^\s*{_NUMBER_BODY}", re.VERBOSE)
 
@@ -58,15 +70,17 @@ _LATEX_LITERALS = (
 _MATH_DELIMITERS = (("\\(", "\\)"), ("\\[", "\\]"), ("$", "$"))
 
 _BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
+_BRACE = re.compile(r"[{}]")
 # GSM8K's "#### 72"; the number requirement keeps markdown headers ("#### Step 2") out.
-_GSM8K_MARKER = re.compile(r"####\s*\**\s*(?P<rest>[-+$\u2212]?\s*[\d.][^\n]*)")
-# The rest of the line is only looked at, so a later "answer is" on it is matched too.
-_ANSWER_PHRASE = re.compile(
-    r"\banswer\b\**\s*(?:is|would\s+be|will\s+be|:|=)\s*:?[\s*]*(?=(?P<rest>[^\n]*))",
-    re.IGNORECASE,
-)
-# A period ends the sentence unless it is a decimal point ("3.5").
-_SENTENCE_END = re.compile(r"\.(?!\d)|[!?;]|,\s|\s+(?:because|since|which)\b", re.IGNORECASE)
+# Possessive quantifiers: "####" followed by n spaces and no number costs n steps, not n**3.
+_GSM8K_MARKER = re.compile(r"####\s*+\**+\s*+(?P<rest>[-+$\u2212]?\s*+[\d.][^\n]*)")
+_ANSWER_PHRASE = re.compile(r"\banswer\b\**\s*(?:is|would\s+be|will\s+be|:|=)\s*:?[\s*]*", re.IGNORECASE)
+# A final answer is a short phrase: only this much of the line after "the answer is" is read,
+# so text repeating the phrase costs (repetitions x this), not (repetitions x line length).
+_MAX_ANSWER_PHRASE_CHARS = 300
+# A period ends the sentence unless it is a decimal point ("3.5"). A run of whitespace before
+# "because" is tried once, from its start, not once per space.
+_SENTENCE_END = re.compile(r"\.(?!\d)|[!?;]|,\s|(?<!\s)\s+(?:because|since|which)\b", re.IGNORECASE)
 # "The answer is not clear yet" is commentary, not an answer.
 _HEDGES = frozenset({"not", "that", "to", "below", "unclear", "unknown", "yet", "as", "in"})
 # A leading minus belongs to the number only when it cannot be a subtraction ("10-3", "10 - 3").
@@ -87,9 +101,7 @@ class _Numeric(NamedTuple):
 def parse_number(text: str) -> Fraction | None:
     """The exact value of `text` if it is one number ("$1,234.50", "3/4", "50%", "1e3")."""
     match = _NUMBER_FULL.match(_clean_latex(text))
-    if match is None:
-        return None
-    return _match_value(match)
+    return _match_value(match) if match is not None else None
 
 
 def extract_answer(text: str) -> str | None:
@@ -124,10 +136,13 @@ def normalize_answer(answer: str) -> str:
 
 
 def answers_equivalent(a: str, b: str) -> bool:
-    """Whether two answers say the same thing: equal values when both are numbers.
+    """Whether two answers say the same thing; `b` is the reference when there is one.
 
+    Numbers are compared exactly, as rationals, and that settles it: "0.333333" is not 1/3.
     A percentage also matches its bare number ("50%" matches "50" as well as "0.5"), because
-    references for "what percent ..." questions are written without the sign.
+    references for "what percent ..." questions are written without the sign. Other answers
+    that math-verify reads are compared by it (\\sqrt{4} and 2, 2\\pi and \\pi \\cdot 2,
+    {1, 2} and {2, 1}; (1, 2] and [1, 2] differ); the rest by their normalised text.
     """
     first, second = _numeric_value(_clean_answer(a)), _numeric_value(_clean_answer(b))
     if first is not None and second is not None:
@@ -136,29 +151,10 @@ def answers_equivalent(a: str, b: str) -> bool:
             or (first.is_percent and first.value * 100 == second.value)
             or (second.is_percent and second.value * 100 == first.value)
         )
+    symbolic = compare_symbolically(_unboxed(a), _unboxed(b))
+    if symbolic is not None:
+        return symbolic
     return normalize_answer(a) == normalize_answer(b)
-
-
-def majority_vote(answers: Sequence[str | None]) -> tuple[str | None, int]:
-    """The most common answer (first occurrence of its key wins ties) and how many gave it.
-
-    Returns one of the original strings, so callers can show the answer as the model wrote it.
-    """
-    counts: dict[str, int] = {}
-    representatives: dict[str, str] = {}
-    for answer in answers:
-        if answer is None:
-            continue
-        key = normalize_answer(answer)
-        if not key:
-            continue
-        representatives.setdefault(key, answer)
-        counts[key] = counts.get(key, 0) + 1
-    if not counts:
-        return None, 0
-    # max() keeps the first of equal counts, and dicts keep first-occurrence order.
-    best = max(counts, key=counts.__getitem__)
-    return representatives[best], counts[best]
 
 
 def _match_value(match: re.Match[str]) -> Fraction | None:
@@ -207,17 +203,21 @@ def _strip_math_delimiters(text: str) -> str:
     return text
 
 
-def _clean_answer(answer: str) -> str:
+def _unboxed(answer: str) -> str:
     text = _tidy(answer)
     boxed = _last_boxed(text)
-    if boxed is not None:
-        text = boxed
-    text = _clean_latex(text)
+    return text if boxed is None else boxed
+
+
+def _clean_answer(answer: str) -> str:
+    text = _clean_latex(_unboxed(answer))
     text = _VARIABLE_PREFIX.sub("", text)
     return _tidy(text)
 
 
 def _numeric_value(text: str) -> _Numeric | None:
+    if len(text) > _MAX_NUMBER_CHARS:
+        return None
     match = _NUMBER_FULL.match(text)
     remainder = ""
     if match is None:
@@ -246,30 +246,34 @@ def _normalize_text(text: str) -> str:
 
 def _tidy(text: str) -> str:
     text = text.strip().strip(_MARKDOWN).strip()
-    while text and text[-1] in _TRAILING_PUNCTUATION + _MARKDOWN + " ":
-        text = text[:-1]
-    return text.lstrip(_MARKDOWN + " ")
+    return text.rstrip(_TRAILING_PUNCTUATION + _MARKDOWN + " ").lstrip(_MARKDOWN + " ")
 
 
 def _last_boxed(text: str) -> str | None:
-    for match in reversed(list(_BOXED.finditer(text))):
-        content = _braced_content(text, match.end())
-        if content is not None and content.strip():
-            return _tidy(content)
+    matches = list(_BOXED.finditer(text))
+    if not matches:
+        return None
+    closing = _closing_braces(text)
+    for match in reversed(matches):
+        # The match ends with the box's opening brace.
+        end = closing.get(match.end() - 1)
+        if end is not None:
+            content = text[match.end() : end]
+            if content.strip():
+                return _tidy(content)
     return None
 
 
-def _braced_content(text: str, start: int) -> str | None:
-    """The text from `start` to the brace closing the one just before it, or None if unclosed."""
-    depth = 1
-    for index in range(start, len(text)):
-        if text[index] == "{":
-            depth += 1
-        elif text[index] == "}":
-            depth -= 1
-            if depth == 0:
-                return text[start:index]
-    return None
+def _closing_braces(text: str) -> dict[int, int]:
+    """The index of the "}" closing each "{" that is closed, found in one pass over `text`."""
+    closing: dict[int, int] = {}
+    open_braces: list[int] = []
+    for brace in _BRACE.finditer(text):
+        if brace.group() == "{":
+            open_braces.append(brace.start())
+        elif open_braces:
+            closing[open_braces.pop()] = brace.start()
+    return closing
 
 
 def _last_gsm8k_marker(text: str) -> str | None:
@@ -281,7 +285,10 @@ def _last_gsm8k_marker(text: str) -> str | None:
 
 def _last_answer_phrase(text: str) -> str | None:
     for match in reversed(list(_ANSWER_PHRASE.finditer(text))):
-        candidate = _tidy(_SENTENCE_END.split(match["rest"], maxsplit=1)[0])
+        start = match.end()
+        line_end = text.find("\n", start, start + _MAX_ANSWER_PHRASE_CHARS)
+        rest = text[start : start + _MAX_ANSWER_PHRASE_CHARS if line_end == -1 else line_end]
+        candidate = _tidy(_SENTENCE_END.split(rest, maxsplit=1)[0])
         if candidate and candidate.split()[0].lower() not in _HEDGES:
             return candidate
     return None

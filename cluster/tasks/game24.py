@@ -20,7 +20,14 @@ from cluster.config import TaskSettings
 from cluster.tasks.base import InvalidProblem, Task, register_task
 from cluster.tasks.steps import Step, StepFormat, StepRequest
 from cluster.types import ChatMessage, Completion, Problem
-from cluster.verifiers.arithmetic import ExpressionError, evaluate, format_value, literals, parse_expression
+from cluster.verifiers.arithmetic import (
+    MAX_NUMBER_DIGITS,
+    ExpressionError,
+    evaluate,
+    format_value,
+    literals,
+    parse_expression,
+)
 
 TARGET = 24
 GAME24_NUMBERS = 4
@@ -74,6 +81,9 @@ class Game24Task(Task):
 
 
 # --- expressions: "(13 - 9) * (10 - 4)" -------------------------------------------
+
+# An expression over four numbers is far shorter ("((10 - 4) * (13 - 9))" has 21 characters).
+MAX_GAME24_EXPRESSION_CHARS = 100
 
 _OPERATOR_CHARS = "+-*/xX\u00d7\u00f7\u00b7\u2212"
 _LATEX_FRAC = re.compile(r"\\[dt]?frac\s*\{([^{}]*)\}\s*\{([^{}]*)\}")
@@ -133,6 +143,9 @@ def check_game24(expression: str, numbers: Sequence[int], *, target: int = TARGE
     except ZeroDivisionError as error:
         value = None
         problems.append(f"{error} in {body!r}")
+    except ExpressionError as error:
+        value = None
+        problems.append(f"{body!r}: {error}")
     if value is not None and value != target:
         problems.append(f"{body} evaluates to {format_value(value)}, not {target}")
     uses_numbers = mismatch is None
@@ -178,12 +191,21 @@ def _prepare(text: str) -> str:
 
 def _tidy_segment(segment: str) -> str:
     segment = segment.strip().rstrip(_OPERATOR_CHARS + " \t")
-    # Prose parentheses around an expression leave unmatched ones at its edges.
-    while segment.endswith(")") and segment.count(")") > segment.count("("):
-        segment = segment[:-1].rstrip()
-    while segment.startswith("(") and segment.count("(") > segment.count(")"):
-        segment = segment[1:].lstrip()
-    return segment
+    # Prose parentheses around an expression leave unmatched ones at its edges. Counted once
+    # and trimmed by index: one pass, however many parentheses the text has.
+    opened, closed = segment.count("("), segment.count(")")
+    start, end = 0, len(segment)
+    while end > start and segment[end - 1] == ")" and closed > opened:
+        closed -= 1
+        end -= 1
+        while end > start and segment[end - 1] in " \t":
+            end -= 1
+    while start < end and segment[start] == "(" and opened > closed:
+        opened -= 1
+        start += 1
+        while start < end and segment[start] in " \t":
+            start += 1
+    return segment[start:end]
 
 
 def _looks_like_expression(segment: str) -> bool:
@@ -192,7 +214,9 @@ def _looks_like_expression(segment: str) -> bool:
 
 
 def _well_formed_tail(segment: str) -> str:
-    for start in range(len(segment)):
+    # Only the last characters are tried: a bounded number of parses, each of bounded length,
+    # however long the segment.
+    for start in range(max(0, len(segment) - MAX_GAME24_EXPRESSION_CHARS), len(segment)):
         previous = segment[start - 1] if start else " "
         if segment[start] in "(0123456789" and not previous.isdigit():
             tail = segment[start:]
@@ -207,9 +231,12 @@ def _well_formed_tail(segment: str) -> str:
 
 # --- steps: "a op b = c (left: x y z)" -------------------------------------------------
 
+# Numbers of bounded length: a step of 5,000-digit numbers is no step (and int() refuses it).
+_STEP_NUMBER = rf"-?\d{{1,{MAX_NUMBER_DIGITS}}}(?:/\d{{1,{MAX_NUMBER_DIGITS}}})?"
 _STEP = re.compile(
-    r"^\s*(?P<a>-?\d+(?:/\d+)?) (?P<op>[-+*/]) (?P<b>-?\d+(?:/\d+)?) = (?P<c>-?\d+(?:/\d+)?)"
-    r"(?: \(left: (?P<left>[-\d/ ]*)\))?\s*$"
+    rf"^\s*(?P<a>{_STEP_NUMBER}) (?P<op>[-+*/]) (?P<b>{_STEP_NUMBER}) = (?P<c>{_STEP_NUMBER})"
+    # Every number left is followed by spaces or the ")": one way to split a run of digits.
+    rf"(?: \(left: (?P<left> *(?:{_STEP_NUMBER}(?: +|(?=\))))*)\))?\s*$"
 )
 _OPERATIONS = {
     "+": lambda a, b: a + b,
@@ -255,13 +282,23 @@ def parse_game24_step(line: str) -> Game24Step | None:
     if match is None:
         return None
     left = match.group("left")
-    return Game24Step(
-        Fraction(match.group("a")),
-        match.group("op"),
-        Fraction(match.group("b")),
-        Fraction(match.group("c")),
-        None if left is None else tuple(Fraction(n) for n in left.split()),
-    )
+    try:
+        return Game24Step(
+            Fraction(match.group("a")),
+            match.group("op"),
+            Fraction(match.group("b")),
+            Fraction(match.group("c")),
+            None if left is None else tuple(Fraction(n) for n in left.split()),
+        )
+    except ZeroDivisionError:
+        # "3/0" is no number: the line is not a step.
+        return None
+
+
+def readable(numbers: Sequence[int]) -> bool:
+    """Whether every number fits the parser's bound on digits: a larger one can never be named
+    in an expression or step (and str() of over 4,300 digits raises)."""
+    return all(abs(number) < 10**MAX_NUMBER_DIGITS for number in numbers)
 
 
 def number_text(value: Fraction) -> str:

@@ -1,11 +1,16 @@
 """Checks the arithmetic a chain of thought states ("48/2 = 24", "<<0.2*50=10>>").
 
-Expressions are parsed by a small recursive-descent parser and evaluated with `Fraction`,
-never with eval(): the text is model output, and floats would call 0.1 + 0.2 = 0.3 wrong.
+Expressions are parsed by Python's own parser (`ast.parse(mode="eval")`) and evaluated by a
+small walker with `Fraction`, never with eval(): the text is model output, and floats would
+call 0.1 + 0.2 = 0.3 wrong. The text is first normalised to Python syntax by one regex scan
+that reads the number literals exactly ("1,234", "$5", "50%", ".5") and puts a placeholder
+(the literal's index) in each one's place, so Python never reads a number itself.
 """
 
 from __future__ import annotations
 
+import ast
+import asyncio
 import re
 from dataclasses import dataclass
 from fractions import Fraction
@@ -18,6 +23,7 @@ _TIMES = "\u00d7"
 _DIVIDE = "\u00f7"
 _DOT = "\u00b7"
 _MINUS = "\u2212"
+# The spellings of the four operators; "x" only in lenient mode ("6 x 4").
 _CANONICAL_OPERATOR = {
     "+": "+",
     "-": "-",
@@ -34,21 +40,30 @@ _CANONICAL_OPERATOR = {
 _UINT = r"(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)"
 _TOKEN = re.compile(
     rf"""\s*(?:
-        (?P<number>{_UINT}(?:\.\d+)?|\.\d+)
+        (?P<hexadecimal>0[xX][0-9a-fA-F])
+      | (?P<number>{_UINT}(?:\.\d+)?|\.\d+)(?P<percent>\s*%)?
       | (?P<operator>[-+*/xX{_TIMES}{_DIVIDE}{_DOT}{_MINUS}])
       | (?P<paren>[()])
       | (?P<currency>\$)
-      | (?P<percent>%)
     )""",
     re.VERBOSE,
 )
-# Bounds keep a pathological line from costing deep recursion or huge integers.
-_MAX_TOKENS = 200
-_MAX_DEPTH = 40
+_BINARY_OPERATORS: dict[type[ast.operator], str] = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/"}
+
+# Bounds: the text is model output, and one line must not cost deep recursion or huge integers.
+# An expression is a calculation a person would write; far longer text is prose.
+MAX_EXPRESSION_CHARS = 400
+# Levels of the expression tree (parentheses, signs and chained operators each add one).
+MAX_DEPTH = 100
+# Digits of one number literal.
+MAX_NUMBER_DIGITS = 40
+# Numerator and denominator of every intermediate result (about 150 decimal digits): products
+# of many long literals are refused instead of being computed.
+MAX_RESULT_BITS = 512
 
 
 class ExpressionError(ValueError):
-    """The text is not a well-formed arithmetic expression."""
+    """The text is not a well-formed arithmetic expression (or is beyond the bounds)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,43 +87,52 @@ class BinaryOp:
 Node = Number | Negate | BinaryOp
 
 
-@dataclass(frozen=True, slots=True)
-class _Token:
-    kind: str
-    text: str
-
-
 def parse_expression(text: str, *, strict: bool = False) -> Node:
     """Parse `text` into an expression tree.
 
     Lenient mode (chains of thought) accepts decimals, thousands separators, "$" before a
-    number, "%" after one and unary minus. Strict mode (puzzles such as Game of 24) accepts
-    only whole-number literals, the four binary operators and parentheses.
+    number, "%" after one, unary signs and "x" for times. Strict mode (puzzles such as Game
+    of 24) accepts only whole-number literals, the four binary operators and parentheses.
+    Both read the unicode times, divide, middle-dot and minus signs. Python syntax that
+    is not arithmetic (names, calls, `**`, `//`, `1_000`, `0x10`, `1e5`, `1j`, tuples,
+    comparisons) is refused either way.
     """
-    tokens = _tokenize(text, strict=strict)
-    if not tokens:
-        raise ExpressionError("empty expression")
-    if len(tokens) > _MAX_TOKENS:
-        raise ExpressionError(f"expression longer than {_MAX_TOKENS} tokens")
-    return _Parser(tokens, strict=strict).parse()
+    if len(text) > MAX_EXPRESSION_CHARS:
+        raise ExpressionError(f"expression longer than {MAX_EXPRESSION_CHARS} characters")
+    source, numbers = _to_python(text, strict=strict)
+    if not numbers:
+        raise ExpressionError("empty expression" if not source else "no number in the expression")
+    try:
+        tree = ast.parse(source, mode="eval")
+    except SyntaxError as error:
+        raise ExpressionError(error.msg) from None
+    return _Builder(numbers, strict=strict).build(tree.body, depth=1)
 
 
 def evaluate(node: Node) -> Fraction:
-    """The exact value of `node`; ZeroDivisionError names the division that failed."""
+    """The exact value of `node`.
+
+    ZeroDivisionError names the division that failed; ExpressionError says an intermediate
+    result grew past MAX_RESULT_BITS.
+    """
     if isinstance(node, Number):
         return node.value
     if isinstance(node, Negate):
         return -evaluate(node.operand)
     left, right = evaluate(node.left), evaluate(node.right)
     if node.operator == "+":
-        return left + right
-    if node.operator == "-":
-        return left - right
-    if node.operator == "*":
-        return left * right
-    if right == 0:
+        value = left + right
+    elif node.operator == "-":
+        value = left - right
+    elif node.operator == "*":
+        value = left * right
+    elif right == 0:
         raise ZeroDivisionError(f"division by zero: {render(node)}")
-    return left / right
+    else:
+        value = left / right
+    if max(value.numerator.bit_length(), value.denominator.bit_length()) > MAX_RESULT_BITS:
+        raise ExpressionError(f"an intermediate result has more than {MAX_RESULT_BITS} bits")
+    return value
 
 
 def literals(node: Node) -> list[Fraction]:
@@ -136,109 +160,75 @@ def format_value(value: Fraction) -> str:
     return f"{value} (~{float(value):.6g})"
 
 
-def _tokenize(text: str, *, strict: bool) -> list[_Token]:
-    tokens: list[_Token] = []
-    position = 0
+def _to_python(text: str, *, strict: bool) -> tuple[str, list[Number]]:
+    """`text` as Python source in which number i is written as the literal `i`, and the numbers.
+
+    One left-to-right regex scan: linear in the length of `text`.
+    """
+    parts: list[str] = []
+    numbers: list[Number] = []
     text = text.rstrip()
+    position = 0
     while position < len(text):
         match = _TOKEN.match(text, position)
         if match is None:
-            raise ExpressionError(f"unexpected {text[position:].lstrip()[:1]!r} in {text!r}")
-        kind = match.lastgroup or ""
-        token = _Token(kind, match.group(kind))
-        _check_token_allowed(token, strict=strict)
-        if kind != "currency":
-            tokens.append(token)
+            raise ExpressionError(f"unexpected {text[position:].lstrip()[:1]!r}")
         position = match.end()
-    return tokens
+        if match["number"] is not None:
+            parts.append(str(len(numbers)))
+            numbers.append(_number(match, strict=strict))
+        elif match["operator"] is not None:
+            if strict and match["operator"] in "xX":
+                raise ExpressionError(f"{match['operator']!r} is not allowed here")
+            parts.append(_CANONICAL_OPERATOR[match["operator"]])
+        elif match["paren"] is not None:
+            parts.append(match["paren"])
+        elif match["currency"] is not None:
+            if strict:
+                raise ExpressionError("'$' is not allowed here")
+        else:
+            raise ExpressionError(f"{match.group().strip()!r} reads as a hexadecimal number")
+    return " ".join(parts), numbers
 
 
-def _check_token_allowed(token: _Token, *, strict: bool) -> None:
-    if not strict:
-        return
-    if token.kind in ("currency", "percent"):
-        raise ExpressionError(f"{token.text!r} is not allowed here")
-    if token.kind == "number" and not token.text.isdigit():
-        raise ExpressionError(f"only whole numbers are allowed, not {token.text!r}")
+def _number(match: re.Match[str], *, strict: bool) -> Number:
+    literal = match["number"]
+    digits = literal.replace(",", "")
+    if sum(char.isdigit() for char in digits) > MAX_NUMBER_DIGITS:
+        raise ExpressionError(f"a number with more than {MAX_NUMBER_DIGITS} digits")
+    if strict and not literal.isdigit():
+        raise ExpressionError(f"only whole numbers are allowed, not {literal!r}")
+    value = Fraction(digits)
+    if match["percent"] is None:
+        return Number(value, literal)
+    if strict:
+        raise ExpressionError("'%' is not allowed here")
+    return Number(value / 100, literal + "%")
 
 
-class _Parser:
-    """expression := term (("+" | "-") term)*; term := factor (("*" | "/") factor)*."""
+class _Builder:
+    """Turns the parsed Python expression into our tree, admitting only arithmetic."""
 
-    def __init__(self, tokens: list[_Token], *, strict: bool) -> None:
-        self._tokens = tokens
-        self._position = 0
-        self._depth = 0
+    def __init__(self, numbers: list[Number], *, strict: bool) -> None:
+        self._numbers = numbers
         self._strict = strict
 
-    def parse(self) -> Node:
-        node = self._expression()
-        if self._position < len(self._tokens):
-            raise ExpressionError(f"unexpected {self._tokens[self._position].text!r}")
-        return node
-
-    def _peek_operator(self, allowed: str) -> str | None:
-        if self._position >= len(self._tokens):
-            return None
-        token = self._tokens[self._position]
-        if token.kind != "operator":
-            return None
-        operator = _CANONICAL_OPERATOR[token.text]
-        return operator if operator in allowed else None
-
-    def _expression(self) -> Node:
-        node = self._term()
-        while (operator := self._peek_operator("+-")) is not None:
-            self._position += 1
-            node = BinaryOp(operator, node, self._term())
-        return node
-
-    def _term(self) -> Node:
-        node = self._factor()
-        while (operator := self._peek_operator("*/")) is not None:
-            self._position += 1
-            node = BinaryOp(operator, node, self._factor())
-        return node
-
-    def _factor(self) -> Node:
-        sign = self._peek_operator("+-")
-        if sign is None:
-            return self._primary()
-        if self._strict:
-            raise ExpressionError("a sign before a number is not allowed")
-        self._position += 1
-        operand = self._factor()
-        return Negate(operand) if sign == "-" else operand
-
-    def _primary(self) -> Node:
-        if self._position >= len(self._tokens):
-            raise ExpressionError("expression ends too early")
-        token = self._tokens[self._position]
-        self._position += 1
-        if token.kind == "number":
-            return self._number(token)
-        if token.text == "(":
-            return self._parenthesised()
-        raise ExpressionError(f"unexpected {token.text!r}")
-
-    def _number(self, token: _Token) -> Node:
-        value = Fraction(token.text.replace(",", ""))
-        next_token = self._tokens[self._position] if self._position < len(self._tokens) else None
-        if next_token is not None and next_token.kind == "percent":
-            self._position += 1
-            return Number(value / 100, token.text + "%")
-        return Number(value, token.text)
-
-    def _parenthesised(self) -> Node:
-        self._depth += 1
-        if self._depth > _MAX_DEPTH:
-            raise ExpressionError("parentheses nest too deeply")
-        node = self._expression()
-        if self._position >= len(self._tokens) or self._tokens[self._position].text != ")":
-            raise ExpressionError("missing ')'")
-        self._position += 1
-        self._depth -= 1
-        return node
+    def build(self, node: ast.expr, *, depth: int) -> Node:
+        if depth > MAX_DEPTH:
+            raise ExpressionError(f"expression nests deeper than {MAX_DEPTH} levels")
+        if isinstance(node, ast.Constant) and type(node.value) is int:
+            # Only placeholders reach Python: the constant is the index of a number read above.
+            return self._numbers[node.value]
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd):
+            if self._strict:
+                raise ExpressionError("a sign before a number is not allowed")
+            operand = self.build(node.operand, depth=depth + 1)
+            return Negate(operand) if isinstance(node.op, ast.USub) else operand
+        if isinstance(node, ast.BinOp) and type(node.op) in _BINARY_OPERATORS:
+            left = self.build(node.left, depth=depth + 1)
+            right = self.build(node.right, depth=depth + 1)
+            return BinaryOp(_BINARY_OPERATORS[type(node.op)], left, right)
+        raise ExpressionError(f"not arithmetic: {type(node).__name__.lower()}")
 
 
 # ---------------------------------------------------------------------------------------
@@ -249,7 +239,8 @@ class _Parser:
 _ANNOTATION = re.compile(r"<<([^<>=]*)=([^<>]*)>>")
 # A lone "=": not "==", "<=", ">=", "!=", "=>".
 _EQUALS = re.compile(r"(?<![=<>!])=(?![=>])")
-_STATED = re.compile(rf"\s*\$?\s*(?P<number>[-{_MINUS}]?{_UINT}(?:\.\d+)?)(?!\d)(?P<percent>\s*%)?")
+# Possessive whitespace: "=" followed by many spaces and no number is refused in one pass.
+_STATED = re.compile(rf"\s*+\$?\s*+(?P<number>[-{_MINUS}]?{_UINT}(?:\.\d+)?)(?!\d)(?P<percent>\s*%)?")
 _EXPRESSION_CHARS = frozenset(f"0123456789.,$%()+-*/xX {_TIMES}{_DIVIDE}{_DOT}{_MINUS}\t")
 # How far left of "=" an expression may reach; longer runs are prose, not a calculation.
 _MAX_LEFT_SPAN = 120
@@ -299,6 +290,9 @@ def check_claim(expression: str, stated: str, rhs_expression: str = "") -> Arith
         actual = evaluate(node)
     except ZeroDivisionError:
         return ArithmeticClaim(expression.strip(), stated.strip(), False, None)
+    except ExpressionError:
+        # Too large to be a calculation anyone checks by hand; not a claim we judge.
+        return None
     correct = any(_matches(actual, value, stated) for value in stated_values)
     if not correct and rhs_expression:
         correct = _rhs_expression_equals(rhs_expression, actual)
@@ -408,7 +402,8 @@ class ArithmeticStepVerifier(Verifier):
     judges_answer: ClassVar[bool] = False
 
     async def verify(self, problem: Problem, candidate: Candidate) -> Verdict:
-        claims = find_arithmetic_claims(candidate.text)
+        # Linear, but a long chain is thousands of parses: off the event loop.
+        claims = await asyncio.to_thread(find_arithmetic_claims, candidate.text)
         if not claims:
             return self.abstain("no arithmetic claims found")
         wrong = [claim for claim in claims if not claim.correct]

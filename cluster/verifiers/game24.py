@@ -6,6 +6,7 @@ Only the model's expression and steps are checked; nothing here searches for a s
 
 from __future__ import annotations
 
+import asyncio
 from typing import ClassVar
 
 from cluster.tasks.game24 import (
@@ -15,6 +16,7 @@ from cluster.tasks.game24 import (
     combine,
     extract_game24_expression,
     parse_game24_step,
+    readable,
     starting_pool,
     step_error,
 )
@@ -45,12 +47,14 @@ class Game24Verifier(Verifier):
             and numbers is not None
             and len(numbers) == GAME24_NUMBERS
             and all(isinstance(number, int) for number in numbers)
+            and readable(numbers)
         )
 
     async def verify(self, problem: Problem, candidate: Candidate) -> Verdict:
         if not self.applies_to(problem) or problem.numbers is None:
             return self.abstain("not a Game of 24 problem with four numbers")
-        expression = _candidate_expression(candidate)
+        # A scan of the whole chain: off the event loop.
+        expression = await asyncio.to_thread(_candidate_expression, candidate)
         if expression is None:
             return self.verdict(0.0, False, "no arithmetic expression found in the answer")
         check = check_game24(expression, problem.numbers)
@@ -83,11 +87,11 @@ class Game24StepsVerifier(Verifier):
     tasks = frozenset({"game24"})
 
     def applies_to(self, problem: Problem) -> bool:
-        return super().applies_to(problem) and problem.numbers is not None
+        return super().applies_to(problem) and problem.numbers is not None and readable(problem.numbers)
 
     async def verify(self, problem: Problem, candidate: Candidate) -> Verdict:
-        if problem.numbers is None:
-            return self.abstain("not a Game of 24 problem")
+        if not self.applies_to(problem) or problem.numbers is None:
+            return self.abstain("not a Game of 24 problem with numbers a step can name")
         steps = [step for line in candidate.text.splitlines() if (step := parse_game24_step(line))]
         if not steps:
             return self.abstain("no steps of the form 'a op b = c (left: ...)'")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import ClassVar
 
 from cluster.answers import answers_equivalent, extract_answer
@@ -27,7 +28,11 @@ class NumericAnswerVerifier(Verifier):
     async def verify(self, problem: Problem, candidate: Candidate) -> Verdict:
         if not self.applies_to(problem) or problem.reference is None:
             return self.abstain("no reference answer to compare with")
-        reference = _reference_answer(problem.reference)
+        # A symbolic comparison (math-verify, SymPy) may take a second: off the event loop.
+        return await asyncio.to_thread(self._compare, problem.reference, candidate)
+
+    def _compare(self, reference_text: str, candidate: Candidate) -> Verdict:
+        reference = _reference_answer(reference_text)
         answer = _candidate_answer(candidate)
         if answer is None:
             return self.verdict(0.0, False, "no final answer found")

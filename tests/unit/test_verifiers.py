@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import re
 from fractions import Fraction
 
 import pytest
 
-from cluster.tasks.game24 import check_game24, extract_game24_expression
+from cluster.tasks.game24 import check_game24, extract_game24_expression, parse_game24_step
 from cluster.types import Candidate, ChatMessage, Problem, Verdict
 from cluster.verifiers import NEUTRAL_SCORE, UnknownVerifierError, Verifier, build_verifier, register_verifier
-from cluster.verifiers.arithmetic import ArithmeticStepVerifier, find_arithmetic_claims
+from cluster.verifiers.arithmetic import (
+    MAX_DEPTH,
+    MAX_EXPRESSION_CHARS,
+    MAX_NUMBER_DIGITS,
+    ArithmeticStepVerifier,
+    ExpressionError,
+    evaluate,
+    find_arithmetic_claims,
+    literals,
+    parse_expression,
+    render,
+)
 from cluster.verifiers.game24 import RIGHT_NUMBERS_SCORE, Game24Verifier
 from cluster.verifiers.numeric import NumericAnswerVerifier
 
@@ -316,3 +328,97 @@ def test_register_verifier_rejects_a_taken_name() -> None:
 
             async def verify(self, problem: Problem, candidate: Candidate) -> Verdict:
                 return self.abstain("never")
+
+
+# --- the expression parser ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("1,234 + 0.5", Fraction(2469, 2)),
+        ("$12 + $5", Fraction(17)),
+        ("50% * 30", Fraction(15)),
+        ("-(3 - 5)", Fraction(2)),
+        ("--5", Fraction(5)),
+        ("0.2 x 50", Fraction(10)),
+        ("2x3", Fraction(6)),
+        (f"12 {TIMES} 3 {DIVIDE} 4 \u00b7 2 {MINUS} 1", Fraction(17)),
+        ("007 + 1", Fraction(8)),
+        (".5 + .25", Fraction(3, 4)),
+        # Literals are read from their text, never through a float.
+        ("0.1 + 0.2", Fraction(3, 10)),
+        ("12345678901234567890.123456789 * 1", Fraction("12345678901234567890.123456789")),
+    ],
+)
+def test_lenient_expressions(text: str, value: Fraction) -> None:
+    assert evaluate(parse_expression(text)) == value
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        *("1_000 + 1", "0x10 + 1", "1e5 + 1", "1j + 1", "a + 1", "abs(1)", "2(3)", "(1)(2)"),
+        *("2**3", "7//2", "1 < 2", "(1, 2)", "1 2", "((1)", "1 +", "% 1", "", "   "),
+    ],
+)
+def test_python_syntax_that_is_not_arithmetic_is_refused(text: str) -> None:
+    with pytest.raises(ExpressionError):
+        parse_expression(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("6 x 4", "'x'"),
+        ("$6 * 4", "'$'"),
+        ("50% * 48", "'%'"),
+        ("1,000 - 976", "whole numbers"),
+        ("-4 + 28", "sign"),
+    ],
+)
+def test_strict_mode_admits_whole_numbers_and_four_operators(text: str, fragment: str) -> None:
+    with pytest.raises(ExpressionError, match=re.escape(fragment)):
+        parse_expression(text, strict=True)
+    parse_expression(text)  # lenient mode reads them all
+
+
+def test_strict_mode_reads_unicode_operators() -> None:
+    node = parse_expression(f"(10 {MINUS} 4) {TIMES} (13 {MINUS} 9) {DIVIDE} 1", strict=True)
+    assert evaluate(node) == 24
+    assert literals(node) == [10, 4, 13, 9, 1]
+    assert render(node) == "(((10 - 4) * (13 - 9)) / 1)"
+
+
+def test_expression_bounds() -> None:
+    with pytest.raises(ExpressionError, match="characters"):
+        parse_expression("1+" * (MAX_EXPRESSION_CHARS // 2) + "1")
+    with pytest.raises(ExpressionError, match="digits"):
+        parse_expression("9" * (MAX_NUMBER_DIGITS + 1) + " + 1")
+    with pytest.raises(ExpressionError, match="deeper"):
+        parse_expression("-" * MAX_DEPTH + "1")
+    parse_expression("-" * (MAX_DEPTH - 1) + "1")
+    # Every literal is within bounds, but their product is not: refused, not computed.
+    longest = "9" * MAX_NUMBER_DIGITS
+    node = parse_expression(" * ".join([longest] * 5))
+    with pytest.raises(ExpressionError, match="intermediate"):
+        evaluate(node)
+    check = check_game24(" * ".join([longest] * 4), (4, 9, 10, 13))
+    assert (check.ok, check.value) == (False, None)
+    assert "intermediate" in check.reason
+
+
+def test_numbers_beyond_the_bounds_are_not_judged() -> None:
+    # Python refuses int() of over 4,300 digits; the old parser raised on such a claim.
+    assert find_arithmetic_claims("9" * 5000 + " + 1 = 2") == []
+    assert parse_game24_step("9" * 5000 + " + 1 = 2") is None
+    assert parse_game24_step("3/0 + 1 = 2") is None
+
+
+async def test_game24_verifiers_abstain_on_numbers_no_expression_can_name() -> None:
+    question = ChatMessage("user", "Use a 5,001-digit number, 4, 9 and 10 to make 24.")
+    problem = Problem(messages=(question,), task="game24", numbers=(10**5000, 4, 9, 10))
+    for verifier in (Game24Verifier(), build_verifier("game24_steps")):
+        assert not verifier.applies_to(problem)
+        verdict = await verifier.verify(problem, candidate("4 + 9 = 13 (left: 13 10)"))
+        assert verdict.passed is None
