@@ -8,7 +8,7 @@ Every setting starts a fresh engine in its own process (the CPU build reads VLLM
 the environment at start), built by the service's own `engine_args` from the default config
 with the setting applied. On each engine, after one warm-up request:
 - one sequence: greedy, 128 tokens (end of sequence ignored, so every setting generates
-  the same number of tokens), median of three;
+  the same number of tokens);
 - batches of 8 and of 16 distinct GSM8K questions at once, 128 tokens each, sampled as the
   service samples (temperature 0.8, top_k 40): generated tokens / wall time;
 - the prefix cache: a long prompt (about 1,500 tokens) sent twice for one token each; the
@@ -23,9 +23,9 @@ import argparse
 import asyncio
 import json
 import os
-import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -39,7 +39,6 @@ from cluster.models import resolve_model_dir
 GSM8K = Path(__file__).resolve().parent.parent / "cluster" / "datasets" / "gsm8k" / "train-500.jsonl"
 TOKENS = 128
 BATCHES = (8, 16)
-SINGLE_REPS = 3
 
 
 @dataclass(frozen=True)
@@ -109,6 +108,7 @@ async def measure(model: str, name: str) -> Result:
     started = time.perf_counter()
     engine = AsyncLLM.from_engine_args(engine_args(config, model_dir, cuda=False))
     start_s = time.perf_counter() - started
+    _progress(f"engine started in {start_s:.0f} s")
 
     async def generate(text: str, params: SamplingParams) -> tuple[int, int, int]:
         """Generated, prompt and cached tokens of one request, as the engine counts them."""
@@ -132,19 +132,19 @@ async def measure(model: str, name: str) -> Result:
     try:
         pool = questions()
         await generate(pool[-1], params(0.0, 16))  # warm-up
-        single = []
-        for rep in range(SINGLE_REPS):
-            began = time.perf_counter()
-            tokens, _, _ = await generate(pool[rep], params(0.0))
-            single.append(tokens / (time.perf_counter() - began))
+        began = time.perf_counter()
+        tokens, _, _ = await generate(pool[0], params(0.0))
+        single_tps = tokens / (time.perf_counter() - began)
+        _progress(f"one sequence: {single_tps:.1f} tokens/s")
         batch_tps = {}
-        offset = SINGLE_REPS
+        offset = 1
         for size in BATCHES:
             batch = pool[offset : offset + size]
             offset += size
             began = time.perf_counter()
             counts = await asyncio.gather(*(generate(q, params(0.8, seed=i)) for i, q in enumerate(batch)))
             batch_tps[str(size)] = sum(c[0] for c in counts) / (time.perf_counter() - began)
+            _progress(f"batch of {size}: {batch_tps[str(size)]:.1f} tokens/s")
         # A long prompt no earlier request shares a prefix with beyond the chat template.
         long_text = "Solve each problem.\n\n" + "\n\n".join(pool[100:118])
         timings = []
@@ -157,7 +157,7 @@ async def measure(model: str, name: str) -> Result:
             setting=name,
             load_avg=load_avg,
             start_s=start_s,
-            single_tps=statistics.median(single),
+            single_tps=single_tps,
             batch_tps=batch_tps,
             prefill_cold_s=timings[0],
             prefill_warm_s=timings[1],
@@ -166,6 +166,10 @@ async def measure(model: str, name: str) -> Result:
         )
     finally:
         engine.shutdown()
+
+
+def _progress(message: str) -> None:
+    print(f"    {message}", file=sys.stderr, flush=True)
 
 
 def table(results: list[Result]) -> str:
@@ -199,13 +203,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, default=Path("bench/results/engine.jsonl"), help="appended to")
     parser.add_argument("--table", type=Path, help="only print the table of an earlier results file")
-    parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: measure one setting in this process
+    # Internal: measure one setting in this process and write its result to --result.
+    parser.add_argument("--one", help=argparse.SUPPRESS)
+    parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.table:
         print(table(read_results(args.table)))
         return 0
     if args.one:
-        print("RESULT " + json.dumps(asdict(asyncio.run(measure(args.model, args.one)))), flush=True)
+        args.result.write_text(json.dumps(asdict(asyncio.run(measure(args.model, args.one)))))
         return 0
     names = [name.strip() for name in args.settings.split(",") if name.strip()]
     unknown = [name for name in names if name not in SETTINGS]
@@ -215,14 +221,11 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for name in names:
         print(f"==> {args.model}: {name}", file=sys.stderr, flush=True)
-        child = subprocess.run(
-            [sys.executable, "-m", "bench.engine", "--model", args.model, "--one", name],
-            stdout=subprocess.PIPE,
-            text=True,
-            check=True,
-        )
-        line = next(line for line in child.stdout.splitlines() if line.startswith("RESULT "))
-        result = Result(**json.loads(line.removeprefix("RESULT ")))
+        with tempfile.TemporaryDirectory() as scratch:
+            result_file = Path(scratch) / "result.json"
+            one = ["--model", args.model, "--one", name, "--result", str(result_file)]
+            subprocess.run([sys.executable, "-m", "bench.engine", *one], check=True)
+            result = Result(**json.loads(result_file.read_text()))
         with args.out.open("a") as out:
             out.write(json.dumps(asdict(result)) + "\n")
         results.append(result)

