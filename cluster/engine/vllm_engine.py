@@ -6,16 +6,18 @@ Token counts returned here come from vLLM's own outputs, never from the text.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from cluster.config import ModelConfig
 from cluster.types import Completion, GenerationRequest, GenerationResult
 
 if TYPE_CHECKING:
+    from vllm.engine.arg_utils import AsyncEngineArgs
     from vllm.v1.engine.async_llm import AsyncLLM
 
 
@@ -47,6 +49,30 @@ def resolve_dtype(config: ModelConfig, cuda: bool) -> str:
     return "bfloat16" if cuda else "float32"
 
 
+# What the service asks of every engine unless model.engine_kwargs says otherwise: eager
+# mode (on CPU, vLLM's torch.compile path costs start time; README, engine settings) and no
+# periodic stats lines in the logs (the service exports its own metrics).
+ENGINE_DEFAULTS: dict[str, Any] = {"enforce_eager": True, "disable_log_stats": True}
+
+
+def engine_args(config: ModelConfig, model_dir: Path, cuda: bool) -> AsyncEngineArgs:
+    """vLLM's engine arguments: the service's own settings, then model.engine_kwargs over the defaults."""
+    from vllm.engine.arg_utils import AsyncEngineArgs
+
+    known = {field.name for field in dataclasses.fields(AsyncEngineArgs)}
+    unknown = sorted(set(config.engine_kwargs) - known)
+    if unknown:
+        names = ", ".join(unknown)
+        raise ValueError(f"model.engine_kwargs: {names} is not a vLLM engine setting (AsyncEngineArgs)")
+    return AsyncEngineArgs(
+        **{**ENGINE_DEFAULTS, **config.engine_kwargs},
+        model=str(model_dir),
+        served_model_name=config.name,
+        max_model_len=config.max_model_len,
+        dtype=resolve_dtype(config, cuda),  # type: ignore[arg-type]
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class EngineInfo:
     model: str
@@ -64,25 +90,13 @@ class VLLMEngine:
 
     @classmethod
     def start(cls, config: ModelConfig, model_dir: Path, replica: str = "local") -> VLLMEngine:
-        from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
         cuda = use_cuda(config)
         if not cuda:
             for key, value in cpu_engine_env(config).items():
                 os.environ.setdefault(key, value)
-        args = AsyncEngineArgs(
-            model=str(model_dir),
-            served_model_name=config.name,
-            max_model_len=config.max_model_len,
-            dtype=resolve_dtype(config, cuda),  # type: ignore[arg-type]
-            enforce_eager=config.enforce_eager,
-            enable_prefix_caching=config.enable_prefix_caching,
-            gpu_memory_utilization=config.gpu_memory_utilization,
-            seed=config.seed,
-            disable_log_stats=True,
-        )
-        engine = AsyncLLM.from_engine_args(args)
+        engine = AsyncLLM.from_engine_args(engine_args(config, model_dir, cuda))
         info = EngineInfo(config.name, config.max_model_len, "cuda" if cuda else "cpu")
         return cls(engine, info, replica)
 

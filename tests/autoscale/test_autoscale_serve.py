@@ -20,8 +20,8 @@ from typing import Any
 import httpx
 import pytest
 
-from cluster.config import load_config
 from cluster.local import APP_NAME, LocalCluster
+from tests.plumbing import plumbing_config
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -67,7 +67,7 @@ def cluster() -> Iterator[LocalCluster]:
     # Replicas and handles push metrics every second instead of every ten (read at Ray start).
     os.environ["RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S"] = "1"
     os.environ["RAY_SERVE_HANDLE_AUTOSCALING_METRIC_PUSH_INTERVAL_S"] = "1"
-    config = load_config().with_overrides(OVERRIDES)
+    config = plumbing_config(OVERRIDES)
     with LocalCluster(config, port=_free_port()) as running:
         _wait_healthy(running.url)
         yield running

@@ -16,6 +16,8 @@ import httpx
 import psutil
 import pytest
 
+from cluster.models import SMALL_MODEL
+
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 START_TIMEOUT_S = 300
@@ -44,7 +46,8 @@ def test_up_serves_and_ctrl_c_stops_every_process() -> None:
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     process = subprocess.Popen(
-        [sys.executable, "-m", "cluster.cli", "up", "--port", str(port)],
+        # The small model: this test is about starting and stopping processes, not answers.
+        [sys.executable, "-m", "cluster.cli", "up", "--port", str(port), "--model", SMALL_MODEL],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -1,4 +1,4 @@
-"""One local cluster (real Redis, Ray Serve on loopback, vLLM with the default model) per session."""
+"""One local cluster (real Redis, Ray Serve on loopback, vLLM with the small model) per session."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from collections.abc import Iterator
 import pytest
 from openai import OpenAI
 
-from cluster.config import load_config
 from cluster.local import LocalCluster
+from tests.plumbing import plumbing_config
 
 
 def free_port() -> int:
@@ -20,7 +20,8 @@ def free_port() -> int:
 
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[LocalCluster]:
-    with LocalCluster(load_config(), port=free_port()) as running:
+    # These tests check the service's plumbing, not the quality of answers: the small model.
+    with LocalCluster(plumbing_config(), port=free_port()) as running:
         yield running
 
 

