@@ -125,9 +125,17 @@ def _autoscaling_options(config: ClusterConfig) -> dict[str, dict[str, Any]]:
     }
 
 
+# Serve replaces a replica after three failed health checks in a row: a dead engine is found
+# within seconds instead of half a minute (Serve's default period is 10 s).
+GENERATOR_HEALTH_CHECK_PERIOD_S = 2.0
+
+
 def _generator_options(config: ClusterConfig) -> dict[str, Any]:
     settings = config.deployments.generator
-    routing = _affinity_routing(config.deployments.generator_affinity)
+    routing = {
+        **_affinity_routing(config.deployments.generator_affinity),
+        "health_check_period_s": GENERATOR_HEALTH_CHECK_PERIOD_S,
+    }
     if use_cuda(config.model):
         # One engine per GPU: vLLM takes the whole device it is given.
         return {**_options(settings.model_copy(update={"num_gpus": max(settings.num_gpus, 1)})), **routing}

@@ -9,8 +9,11 @@ official OpenAI clients honour) so clients do not multiply the load.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 
+from ray import serve
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, RayTaskError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -87,3 +90,33 @@ def _unavailable(message: str) -> ApiError:
 
 def _no_retry(after_s: int) -> dict[str, str]:
     return {"Retry-After": str(after_s), "x-should-retry": "false"}
+
+
+class GeneratorWatch:
+    """Whether any branch-generator replica runs, as Serve's controller sees it.
+
+    While none does (the only engine died and its replica is being replaced), a new request
+    is answered at once with a 503 and Retry-After instead of waiting for an engine that is
+    not there. The controller is asked at most every `ttl_s`.
+    """
+
+    def __init__(self, deployment: str, ttl_s: float = 1.0) -> None:
+        self._deployment = deployment
+        self._ttl_s = ttl_s
+        self._checked = -float("inf")
+        self._running = True
+
+    async def require(self) -> None:
+        if time.monotonic() - self._checked >= self._ttl_s:
+            self._running = await asyncio.to_thread(self._any_running)
+            self._checked = time.monotonic()
+        if not self._running:
+            raise _unavailable("no engine is running right now (one is starting); retry shortly")
+
+    def _any_running(self) -> bool:
+        app = serve.get_replica_context().app_name
+        status = serve.status().applications[app].deployments[self._deployment]
+        states = {
+            str(getattr(state, "value", state)): count for state, count in status.replica_states.items()
+        }
+        return states.get("RUNNING", 0) > 0

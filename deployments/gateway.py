@@ -46,7 +46,8 @@ from cluster.store import TOKENS, VERIFIER_CALLS, BudgetLedger, KeySpace, TreeEx
 from cluster.streaming import SSE_DONE, ChunkStream, sse
 from cluster.tasks import InvalidProblem, pose
 from cluster.types import Effort, SolveRequest, SolveResult
-from deployments.errors import api_error
+from deployments.errors import GeneratorWatch, api_error
+from deployments.workers import GENERATOR_DEPLOYMENT
 from monitoring.metrics import GatewayMetrics, RedisMetrics, RequestTracker, instrumented_redis
 
 logger = logging.getLogger(__name__)
@@ -152,6 +153,7 @@ class Gateway:
         self._store = TreeStore(self._redis, keys)
         self._ledger = BudgetLedger(self._redis, keys)
         self._prompts = PromptBuilder(load_tokenizer(config.model))
+        self._generators = GeneratorWatch(GENERATOR_DEPLOYMENT)
         # The in-flight registry feeds both admission control and the autoscalers' demand.
         self._admission: AdmissionController | None = None
         if config.admission.enabled or config.autoscaling.enabled:
@@ -208,6 +210,7 @@ class Gateway:
         tracked.effort = effort.value
         request_id = request.headers.get("x-request-id")
         solve = self._solve_request(body, effort, caller, request_id, arrived)
+        await self._generators.require()
         admission = await self._admit(body, solve, effort, caller, request_id)
         # Everything the request holds, released on every exit path (a stream takes it over).
         async with AsyncExitStack() as held:

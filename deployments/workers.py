@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
 from ray import serve
-from ray.serve.handle import DeploymentHandle
+from ray.exceptions import ActorUnavailableError, RayActorError
+from ray.serve.handle import DeploymentHandle, DeploymentResponse, DeploymentResponseGenerator
 from redis.asyncio import Redis
 
 from autoscale.demand import DemandProbe, ThroughputMeter
 from cluster.config import ClusterConfig
+from cluster.engine.errors import EngineUnavailable
 from cluster.engine.tokenizer import load_tokenizer
 from cluster.engine.vllm_engine import VLLMEngine
 from cluster.models import resolve_model_dir
@@ -30,6 +33,7 @@ from cluster.types import (
 )
 from cluster.verifiers import VerifierDeps, build_verifier, describe
 from cluster.verifiers.service import VerificationService
+from deployments.errors import cause_of
 from monitoring.metrics import (
     EngineMetrics,
     PlannerMetrics,
@@ -39,6 +43,12 @@ from monitoring.metrics import (
 )
 
 logger = logging.getLogger(__name__)
+
+# A dead engine's replica is replaced within tens of seconds (an engine start); calls that met
+# it wait with doubling pauses, up to a couple of minutes in all.
+ENGINE_RETRIES = 8
+ENGINE_RETRY_PAUSE_S = 1.0
+ENGINE_RETRY_MAX_PAUSE_S = 20.0
 
 
 # Module helpers stand above the deployment classes: Serve pickles a class when it is
@@ -50,14 +60,30 @@ def _replica_id() -> str:
 
 
 class GeneratorClient:
-    """A branch-generator handle with the `Generator` protocol the search and judges use."""
+    """A branch-generator handle with the `Generator` protocol the search and judges use.
+
+    A call that meets a dead engine or replica goes again, after a pause, to whichever replica
+    Serve routes it to then (a healthy one, or the one that replaced the dead one): the tree is
+    in Redis, so the search loses nothing but time. The caller's own deadline (its task being
+    cancelled) ends the retries, as does ENGINE_RETRIES.
+    """
 
     def __init__(self, handle: DeploymentHandle) -> None:
         self._handle = handle
 
     async def generate(self, request: GenerationRequest) -> GenerationResult:
-        result: GenerationResult = await self._handle.generate.remote(request)
-        return result
+        for attempt in range(ENGINE_RETRIES + 1):
+            try:
+                result: GenerationResult = await _call(self._handle.generate.remote(request))
+                return result
+            except Exception as error:
+                if attempt == ENGINE_RETRIES or not engine_lost(error):
+                    raise
+                logger.warning(
+                    "an engine call met a dead engine (%s); trying again", type(cause_of(error)).__name__
+                )
+                await asyncio.sleep(min(ENGINE_RETRY_PAUSE_S * 2**attempt, ENGINE_RETRY_MAX_PAUSE_S))
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 class VerifierClient:
@@ -65,8 +91,25 @@ class VerifierClient:
         self._handle = handle
 
     async def verify(self, request: VerifyRequest) -> VerifyResult:
-        result: VerifyResult = await self._handle.verify.remote(request)
+        result: VerifyResult = await _call(self._handle.verify.remote(request))
         return result
+
+
+async def _call(response: DeploymentResponse[Any] | DeploymentResponseGenerator[Any]) -> Any:
+    """Await a Serve call; a caller that is cancelled (a deadline, a client gone) cancels the
+    call too, so the engine stops working on it (awaiting alone would leave it running)."""
+    if not isinstance(response, DeploymentResponse):
+        raise TypeError("a streaming call where one answer was expected")
+    try:
+        return await response
+    except asyncio.CancelledError:
+        response.cancel()
+        raise
+
+
+def engine_lost(error: BaseException) -> bool:
+    """Whether a call failed because its engine or replica died (worth trying elsewhere)."""
+    return isinstance(cause_of(error), EngineUnavailable | RayActorError | ActorUnavailableError)
 
 
 def _probe(config: ClusterConfig) -> DemandProbe:
@@ -89,6 +132,10 @@ def _verifier_deps(names: list[str], config: ClusterConfig, generator: Deploymen
         return VerifierDeps(sandbox=sandbox)
     prompts = PromptBuilder(load_tokenizer(config.model))
     return VerifierDeps(GeneratorClient(generator), prompts, config.model.max_model_len, sandbox)
+
+
+# The branch-generator's Serve deployment name (its class name, as `serve.deployment` names it).
+GENERATOR_DEPLOYMENT = "BranchGenerator"
 
 
 @serve.deployment

@@ -9,11 +9,14 @@ from __future__ import annotations
 import dataclasses
 import os
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cluster.config import ModelConfig
+from cluster.engine.errors import EngineUnavailable
 from cluster.types import Completion, GenerationRequest, GenerationResult
 
 if TYPE_CHECKING:
@@ -121,8 +124,9 @@ class VLLMEngine:
             output_kind=RequestOutputKind.FINAL_ONLY,
         )
         final = None
-        async for output in self._engine.generate(request.prompt, params, request_id=uuid.uuid4().hex):
-            final = output
+        with _engine_alive():
+            async for output in self._engine.generate(request.prompt, params, request_id=uuid.uuid4().hex):
+                final = output
         if final is None:
             raise RuntimeError("the engine finished the request without any output")
         completions = tuple(
@@ -146,10 +150,23 @@ class VLLMEngine:
         )
 
     async def check_health(self) -> None:
-        await self._engine.check_health()
+        with _engine_alive():
+            await self._engine.check_health()
 
     def shutdown(self) -> None:
         self._engine.shutdown()
+
+
+@contextmanager
+def _engine_alive() -> Iterator[None]:
+    """vLLM's EngineDeadError as the service's own EngineUnavailable: callers in other
+    processes, which do not import vLLM, must recognise it to retry elsewhere."""
+    from vllm.v1.engine.exceptions import EngineDeadError
+
+    try:
+        yield
+    except EngineDeadError as error:
+        raise EngineUnavailable("the engine of this replica died; the call can go to another") from error
 
 
 def _first_position_logprobs(logprobs: object) -> tuple[tuple[str, float], ...]:

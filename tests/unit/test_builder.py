@@ -82,3 +82,10 @@ def test_generators_route_by_tree_affinity_unless_disabled() -> None:
 def test_builder_args_refuse_unknown_keys() -> None:
     with pytest.raises(ValidationError, match="config_paht"):
         app_builder({"config_paht": "x.yaml"})
+
+
+def test_the_generator_deployment_name_is_the_one_the_gateway_watches() -> None:
+    from deployments.builder import _deployment
+    from deployments.workers import GENERATOR_DEPLOYMENT, BranchGenerator
+
+    assert _deployment(BranchGenerator).name == GENERATOR_DEPLOYMENT
