@@ -21,7 +21,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from cluster.api import ApiError
 from cluster.search.controller import DeadlineExceeded
-from cluster.store import LeaseLostError, TreeNotFoundError
+from cluster.store import LeaseLostError
 
 logger = logging.getLogger(__name__)
 
@@ -65,16 +65,11 @@ def api_error(exc: BaseException, tree_id: str) -> ApiError:
         return _unavailable("a worker of the cluster is restarting or overloaded; retry shortly")
     if isinstance(cause, RedisConnectionError | RedisTimeoutError):
         return _unavailable("the tree store (Redis) is unavailable; retry shortly")
-    if isinstance(cause, TreeNotFoundError):
-        return ApiError(
-            404, f"tree {tree_id} no longer exists (it expired)", type="not_found_error", code="tree_expired"
-        )
     logger.error("the search of tree %s failed", tree_id, exc_info=cause)
     return ApiError(
         500,
         f"the search failed ({type(cause).__name__}); tree {tree_id} holds what was done",
         type="server_error",
-        code="search_failed",
     )
 
 
