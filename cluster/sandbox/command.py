@@ -84,8 +84,10 @@ def sandbox_command(
 def _limits(tools: Tools, settings: SandboxSettings) -> list[str]:
     memory = settings.memory_mib * _MIB
     workdir = settings.workdir_mib * _MIB
-    # CPU: a soft limit raises SIGXCPU; the hard one, a second later, kills a program that
-    # catches it. Equal limits would send SIGKILL at once and hide why the program stopped.
+    # CPU: the soft limit raises SIGXCPU; the hard one, a second later, kills what survives it
+    # (a program that catches it, and the namespace's init, which the kernel shields from it).
+    # The second is also the margin by which the kernel's CPU count may fall short of the limit
+    # when the hard one strikes, so a stop there is still recognised as the CPU limit.
     return [
         tools.prlimit,
         f"--cpu={settings.cpu_seconds}:{settings.cpu_seconds + 1}",

@@ -17,7 +17,8 @@ class SandboxSettings(BaseModel):
     # environment nor its code is visible inside. It must live under /usr (the only tree
     # the sandbox shows).
     python: str = "/usr/bin/python3"
-    # CPU time of each process; at the limit the kernel stops it (SIGXCPU, a second later SIGKILL).
+    # CPU time of each process: SIGXCPU at the limit, SIGKILL a second later (the program's
+    # first process, its namespace's init, ignores SIGXCPU and runs to the SIGKILL).
     cpu_seconds: Annotated[int, Field(gt=0, le=600)] = 5
     # Wall-clock time of the whole run (a program that sleeps uses no CPU).
     wall_seconds: Annotated[float, Field(gt=0, le=600)] = 10.0

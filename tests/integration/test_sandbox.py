@@ -268,7 +268,10 @@ async def test_files_outside_the_sandbox_cannot_be_read(tmp_path: Path) -> None:
 async def test_files_outside_the_sandbox_cannot_be_written(tmp_path: Path) -> None:
     outside = tmp_path / "written-from-the-sandbox.txt"
     host_tmp = Path("/tmp") / f"rc-sandbox-escape-{os.getpid()}"
-    for target in (outside, host_tmp, Path("/usr/lib/escape.txt")):
+    # The memory file systems bubblewrap makes (its root, /dev and /dev/shm) are read-only
+    # too: only the size-limited working directory takes writes.
+    in_memory = (Path("/escape.txt"), Path("/dev/escape.txt"), Path("/dev/shm/escape.txt"))
+    for target in (outside, host_tmp, Path("/usr/lib/escape.txt"), *in_memory):
         result = await sandbox().run(f"open({str(target)!r}, 'w').write('escaped')")
         assert not result.ok, f"writing {target} succeeded"
         assert not target.exists()
