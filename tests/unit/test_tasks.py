@@ -6,8 +6,7 @@ import pytest
 
 from cluster.api import parse_chat_request
 from cluster.config import TaskSettings, load_config
-from cluster.tasks import TASK_VERIFIERS, get_task, pose, task_names, verifiers_for
-from cluster.tasks import base
+from cluster.tasks import TASK_VERIFIERS, base, get_task, pose, task_names, verifiers_for
 from cluster.tasks.base import Task, register_task
 from cluster.types import ChatMessage
 
