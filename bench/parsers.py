@@ -4,9 +4,10 @@ or verifier function takes as its input doubles (1k, 2k, ... characters).
     python -m bench.parsers                 # 1k .. 16k characters, 10 s per call at most
     python -m bench.parsers --max-chars 131072 --limit 30
 
-Each cell is the worst CPU time (the shortest of --repeats runs) over a set of adversarial shapes ("1+" * n, "(" * n,
-"\\boxed{" * n, "answer is " * n, digit runs, "####" and many spaces, ...) at that length, with
-"!" when some shape made the function raise instead of answering. Sizes past one whose worst
+Each cell is the worst CPU time (the shortest of --repeats runs) over a set of adversarial
+shapes ("1+" * n, "(" * n, "\\boxed{" * n, "answer is " * n, digit runs, "####" and many
+spaces, ...) at that length, with "!" when some shape made the function raise instead of
+answering. Sizes past one whose worst
 call, doubled twice, would pass `--limit` seconds are not measured ("-"). Linear code doubles
 per column; quadratic code quadruples. The worst shape per function is named last.
 """
