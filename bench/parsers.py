@@ -7,9 +7,9 @@ or verifier function takes as its input doubles (1k, 2k, ... characters).
 Each cell is the worst CPU time (the shortest of --repeats runs) over a set of adversarial
 shapes ("1+" * n, "(" * n, "\\boxed{" * n, "answer is " * n, digit runs, "####" and many
 spaces, ...) at that length, with "!" when some shape made the function raise instead of
-answering. Sizes past one whose worst
-call, doubled twice, would pass `--limit` seconds are not measured ("-"). Linear code doubles
-per column; quadratic code quadruples. The worst shape per function is named last.
+answering. Sizes past one whose worst call, doubled twice, would pass `--limit` seconds are
+not measured ("-"). Linear code doubles per column; quadratic code quadruples. The worst shape
+per function is named last.
 """
 
 from __future__ import annotations
