@@ -32,7 +32,7 @@ from cluster.verifiers.game24 import (
 )
 from cluster.verifiers.numeric import NumericAnswerVerifier
 
-# Repeated units of hostile text, each repeated until the input has the wanted length, and a
+# Units of hostile text, each repeated to (about) the wanted length, and a
 # few runs of whitespace between a marker and what would follow it (regex backtracking).
 UNITS = (
     "1+", "(", "(1+", "1)", "\\boxed{", "{", "answer is ", "The answer is not ", "#### ", "9", "1,",
@@ -42,7 +42,8 @@ PADDED = ("####", "answer", "answer is", "-", "$", "(", "1 = ")
 
 
 def _repeat(unit: str) -> Callable[[int], str]:
-    return lambda chars: (unit * (chars // len(unit) + 1))[:chars]
+    # Whole units: a unit cut short at the end can end the worst case early ("answer is no").
+    return lambda chars: unit * (chars // len(unit))
 
 
 def _padded(marker: str) -> Callable[[int], str]:
