@@ -7,6 +7,7 @@ bad input costs nothing and gets a message a person can act on.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -27,6 +28,12 @@ ErrorType = Literal[
     "timeout_error",
 ]
 MIN_COMPLETION_TOKENS = 16
+# Bounds that keep validation and prompt rendering cheap whatever a client sends; a prompt
+# that passes them is still checked against the model's context length.
+MAX_MESSAGES = 1024
+MAX_MODEL_NAME_CHARS = 256
+# OpenAI's `seed` is a 64-bit signed integer, and so is what the engine accepts.
+SEED_MIN, SEED_MAX = -(2**63), 2**63 - 1
 
 
 class ApiError(Exception):
@@ -76,12 +83,12 @@ class ChatCompletionRequest(BaseModel):
     # ignored rather than refused, like the OpenAI API does for optional hints.
     model_config = ConfigDict(extra="ignore", strict=True)
 
-    model: str
-    messages: list[MessageIn] = Field(min_length=1)
+    model: str = Field(max_length=MAX_MODEL_NAME_CHARS)
+    messages: list[MessageIn] = Field(min_length=1, max_length=MAX_MESSAGES)
     reasoning_effort: Effort | None = None
     max_completion_tokens: int | None = Field(default=None, ge=MIN_COMPLETION_TOKENS)
     max_tokens: int | None = Field(default=None, ge=MIN_COMPLETION_TOKENS)
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=SEED_MIN, le=SEED_MAX)
     n: int = Field(default=1, ge=1, le=1)
     stream: bool = False
     # Extension: the task family selects prompt, answer format and verifiers.
@@ -92,7 +99,7 @@ class ChatCompletionRequest(BaseModel):
     @field_validator("reasoning_effort", mode="before")
     @classmethod
     def _effort(cls, value: object) -> object:
-        if value is None or value in {e.value for e in Effort}:
+        if value is None or (isinstance(value, str) and value in {e.value for e in Effort}):
             return None if value is None else Effort(value)
         allowed = ", ".join(repr(e.value) for e in Effort)
         raise ValueError(f"reasoning_effort must be one of {allowed}; got {value!r}")
@@ -100,7 +107,7 @@ class ChatCompletionRequest(BaseModel):
     @field_validator("task", mode="before")
     @classmethod
     def _task(cls, value: object) -> object:
-        if value in {t.value for t in TaskFamily}:
+        if isinstance(value, str) and value in {t.value for t in TaskFamily}:
             return TaskFamily(value)
         allowed = ", ".join(repr(t.value) for t in TaskFamily)
         raise ValueError(f"task must be one of {allowed}; got {value!r}")
@@ -123,12 +130,25 @@ class ChatCompletionRequest(BaseModel):
         return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
 
 
-def parse_chat_request(raw: bytes) -> ChatCompletionRequest:
-    """Parse and validate a request body; every failure is a 400 naming the bad field."""
+def parse_json_body(raw: bytes) -> object:
+    """Decode a JSON body; anything Python's decoder refuses is a 400, never a server error."""
     try:
-        payload = json.loads(raw)
+        return json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ApiError(400, f"the request body is not valid JSON: {exc}", code="invalid_json") from exc
+    except RecursionError:
+        raise ApiError(400, "the request body is nested too deeply", code="invalid_json") from None
+    except ValueError:
+        # The only other refusal: an integer past Python's int conversion limit.
+        limit = sys.get_int_max_str_digits()
+        raise ApiError(
+            400, f"the request body has a number longer than {limit:,} digits", code="invalid_json"
+        ) from None
+
+
+def parse_chat_request(raw: bytes) -> ChatCompletionRequest:
+    """Parse and validate a request body; every failure is a 400 naming the bad field."""
+    payload = parse_json_body(raw)
     if not isinstance(payload, dict):
         raise ApiError(400, "the request body must be a JSON object", code="invalid_json")
     try:
@@ -140,7 +160,22 @@ def parse_chat_request(raw: bytes) -> ChatCompletionRequest:
         raise ApiError(400, f"messages: {exc}", param="messages") from exc
     if not any(m.role == "user" and m.text().strip() for m in request.messages):
         raise ApiError(400, "messages must contain a user message with text", param="messages")
+    _check_encodable(request)
     return request
+
+
+def _check_encodable(request: ChatCompletionRequest) -> None:
+    """JSON escapes can spell lone UTF-16 surrogates ("\\ud800"), which no tokenizer or
+    Redis write can encode: refuse them here, before anything is stored."""
+    texts = [("model", request.model), ("strategy", request.strategy or "")]
+    texts += [(f"messages.{i}.content", m.text()) for i, m in enumerate(request.messages)]
+    for param, text in texts:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ApiError(
+                400, f"{param} contains a lone UTF-16 surrogate, which is not valid text", param=param
+            ) from None
 
 
 def _validation_error(exc: ValidationError) -> ApiError:

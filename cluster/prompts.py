@@ -33,7 +33,8 @@ TASK_INSTRUCTIONS: dict[TaskFamily, str] = {
 
 JUDGE_QUESTION = "Check the answer above carefully. Is it correct? Reply with Yes or No."
 
-_GAME24_NUMBERS = re.compile(r"^\s*(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s*$")
+# At most 6 digits a number: longer ones make no puzzle, and past 4,300 digits int() refuses them.
+_GAME24_NUMBERS = re.compile(r"^\s*(\d{1,6})\s+(\d{1,6})\s+(\d{1,6})\s+(\d{1,6})\s*$")
 
 
 class ChatTokenizer(Protocol):
@@ -53,8 +54,8 @@ def build_problem(messages: Sequence[ChatMessage], task: TaskFamily, reference: 
     match = _GAME24_NUMBERS.match(problem.question)
     if match is None:
         raise InvalidProblem(
-            "task game24 expects the last user message to be four whole numbers separated "
-            f"by spaces, like '4 9 10 13'; got {problem.question[:60]!r}"
+            "task game24 expects the last user message to be four whole numbers (up to 6 digits) "
+            f"separated by spaces, like '4 9 10 13'; got {problem.question[:60]!r}"
         )
     return Problem(problem.messages, task, tuple(int(n) for n in match.groups()), reference)
 
