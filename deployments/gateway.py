@@ -348,12 +348,8 @@ class Gateway:
             if body.stream:
                 return await self._stream(body, solve, effort, admission, tracked, held)
             with self._metrics.in_flight(effort, solve.max_reasoning_tokens):
-                result = await self._search(solve, effort)
-            budget = await self._budget(solve.tree_id)
-        self._metrics.answered(tracked, result, budget.granted_tokens, budget.spent_tokens)
-        completion = chat_completion_body(result, body.model, effort, budget, _admission_note(admission))
-        await self._save_outcome(solve.tree_id, {"completion": completion})
-        return JSONResponse(completion)
+                outcome = await self._completion(solve, effort, body.model, admission, tracked)
+        return _outcome_response(outcome)
 
     async def _prepare(self, body: ChatCompletionRequest) -> _Prepared:
         """Check, render and count the prompt in the prompt worker, off the event loop."""
@@ -380,36 +376,48 @@ class Gateway:
     ) -> Response:
         """Stream the search of a started tree. Errors until here are answered as JSON with a status."""
         held.enter_context(self._metrics.in_flight(effort, solve.max_reasoning_tokens))
-        search = asyncio.create_task(self._search(solve, effort))
+        search = asyncio.create_task(self._completion(solve, effort, body.model, admission, tracked))
         # A stream that ends early (the client left) cancels the search, and with it the planner.
         held.callback(search.cancel)
         chunks = ChunkStream(solve.tree_id, body.model)
-        content = self._stream_chunks(chunks, search, effort, admission, tracked)
-        return _EventStream(content, held.pop_all())
+        return _EventStream(self._stream_chunks(chunks, search), held.pop_all())
 
-    async def _stream_chunks(
+    async def _completion(
         self,
-        chunks: ChunkStream,
-        search: asyncio.Task[SolveResult],
+        solve: SolveRequest,
         effort: Effort,
+        model: str,
         admission: Admission | None,
         tracked: RequestTracker,
+    ) -> dict[str, Any]:
+        """Search, then the completion's body as an outcome: kept for retries, then answered."""
+        result = await self._search(solve, effort)
+        budget = await self._budget(solve.tree_id)
+        self._metrics.answered(tracked, result, budget.granted_tokens, budget.spent_tokens)
+        completion = chat_completion_body(result, model, effort, budget, _admission_note(admission))
+        outcome = {"completion": completion}
+        await self._save_outcome(solve.tree_id, outcome)
+        return outcome
+
+    async def _stream_chunks(
+        self, chunks: ChunkStream, outcome: asyncio.Task[dict[str, Any]]
     ) -> AsyncIterator[bytes]:
+        """Progress while `outcome` runs, then its answer (or its error, as an event)."""
         yield sse(chunks.role())
         try:
-            async for kind, data in self._progress(chunks.tree_id, search):
+            async for kind, data in self._progress(chunks.tree_id, outcome):
                 yield sse(chunks.progress(kind, data))
-            result = await search
-            budget = await self._budget(chunks.tree_id)
+            ended = await outcome
         except Exception as exc:
             # The status line is long gone: the error travels as an event of the stream.
             yield sse(_stream_error(exc, chunks.tree_id).body())
             yield SSE_DONE
             return
-        self._metrics.answered(tracked, result, budget.granted_tokens, budget.spent_tokens)
-        completion = chat_completion_body(result, chunks.model, effort, budget, _admission_note(admission))
-        await self._save_outcome(chunks.tree_id, {"completion": completion})
-        for chunk in _answer_chunks(chunks, completion):
+        if "completion" not in ended:
+            yield sse(ended["error"])  # the saved error of the request a retry repeats
+            yield SSE_DONE
+            return
+        for chunk in _answer_chunks(chunks, ended["completion"]):
             yield chunk
 
     async def _progress(
@@ -461,26 +469,7 @@ class Gateway:
         outcome = asyncio.create_task(self._outcome(meta, ticket))
         held = AsyncExitStack()
         held.callback(outcome.cancel)
-        return _EventStream(self._replay_chunks(ChunkStream(meta.tree_id, body.model), outcome), held)
-
-    async def _replay_chunks(
-        self, chunks: ChunkStream, outcome: asyncio.Task[dict[str, Any]]
-    ) -> AsyncIterator[bytes]:
-        yield sse(chunks.role())
-        try:
-            async for kind, data in self._progress(chunks.tree_id, outcome):
-                yield sse(chunks.progress(kind, data))
-            saved = await outcome
-        except Exception as exc:
-            yield sse(_stream_error(exc, chunks.tree_id).body())
-            yield SSE_DONE
-            return
-        if "completion" not in saved:
-            yield sse(saved["error"])
-            yield SSE_DONE
-            return
-        for chunk in _answer_chunks(chunks, saved["completion"]):
-            yield chunk
+        return _EventStream(self._stream_chunks(ChunkStream(meta.tree_id, body.model), outcome), held)
 
     async def _outcome(self, meta: TreeMeta, ticket: Ticket) -> dict[str, Any]:
         """The saved outcome of a tree's first request, waiting while its search runs."""

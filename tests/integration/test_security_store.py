@@ -17,10 +17,11 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from autoscale.ratelimit import RateLimited, RateLimiter
 from cluster.audit import AuditLog
 from cluster.config import RateLimitSettings, RedisConfig
-from cluster.store import KeySpace, TreeMeta, TreeStore
+from cluster.store import BudgetLedger, KeySpace, TreeMeta, TreeStore
 from cluster.store.connection import redis_client
 from cluster.store.redis_server import EmbeddedRedis
 from cluster.store.responses import ResponseStore
+from deployments.recovery import Recovery
 
 pytestmark = pytest.mark.integration
 
@@ -150,3 +151,25 @@ async def test_killed_redis_restarts_from_its_append_only_file(own_redis: Embedd
     meta = await store.get_meta("kept")
     assert meta is not None and meta.owner == "acme"
     await client.aclose()
+
+
+async def test_abandoned_tree_is_ended_once_no_planner_holds_it(redis_client: Redis) -> None:
+    keys = KeySpace("rc")
+    store, ledger = TreeStore(redis_client, keys), BudgetLedger(redis_client, keys)
+    await store.create_tree(TreeMeta("t-1", "acme", "low", "single_chain"), active_ttl_s=600)
+    await ledger.grant("t-1", {"tokens": 100})
+    assert await ledger.reserve("t-1", "tokens", 40) == 40
+    await redis_client.set(keys.tree("t-1").lease, "planner-a", px=600)
+    recovery = Recovery(redis_client, store, ledger, tree_ttl_s=60, give_up_s=10)
+    recovery.end_abandoned_tree("t-1", "the store was unreachable")
+    await asyncio.sleep(0.3)
+    meta = await store.get_meta("t-1")
+    assert meta is not None and meta.status == "running"  # its planner's lease is still there
+    await asyncio.sleep(1.5)  # the lease expired: the next attempt ends the tree
+    meta = await store.get_meta("t-1")
+    assert meta is not None and meta.status == "failed"
+    snapshot = await ledger.snapshot("t-1")
+    assert snapshot.reserved.get("tokens", 0) == 0 and snapshot.spent.get("tokens", 0) == 0
+    events = await store.read_events("t-1")
+    assert events[-1][1]["kind"] == "failed"
+    assert 0 < await redis_client.pttl(keys.tree("t-1").meta) <= 60_000
