@@ -84,7 +84,7 @@ UNAVAILABLE_RETRY_AFTER_S = 2
 REQUEST_FINGERPRINT = "request_sha256"
 
 # No schema or docs routes: the API is documented in the README, and the schema is produced
-# in-process where it is needed (tests/e2e/test_hostile_input.py).
+# in-process where it is needed (tests/e2e/test_security.py).
 app = FastAPI(title="reasoning-cluster", docs_url=None, redoc_url=None, openapi_url=None)
 
 
