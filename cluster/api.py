@@ -6,6 +6,7 @@ bad input costs nothing and gets a message a person can act on.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 import time
@@ -176,6 +177,13 @@ def _check_encodable(request: ChatCompletionRequest) -> None:
             raise ApiError(
                 400, f"{param} contains a lone UTF-16 surrogate, which is not valid text", param=param
             ) from None
+
+
+def request_fingerprint(request: ChatCompletionRequest) -> str:
+    """What a request asks, as a SHA-256: the fields this service honours, whatever their order
+    or spacing in the body; `stream` is left out (it changes how the answer is sent, not what is
+    asked), so a retry may stream what the first request did not, or the other way round."""
+    return hashlib.sha256(request.model_dump_json(exclude={"stream"}).encode()).hexdigest()
 
 
 def _validation_error(exc: ValidationError) -> ApiError:

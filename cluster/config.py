@@ -56,8 +56,6 @@ def _dump_secret(value: SecretStr, info: SerializationInfo) -> str:
     return value.get_secret_value() if context.get("reveal_secrets") else str(value)
 
 
-# The SHA-256 of an API key, as `reasoning-cluster auth hash-key` prints it: the config holds
-# no key, only what a key must hash to.
 def _key_hash(value: object) -> object:
     text = value.get_secret_value() if isinstance(value, SecretStr) else value
     if not isinstance(text, str) or re.fullmatch(r"[0-9a-f]{64}", text) is None:
@@ -68,6 +66,8 @@ def _key_hash(value: object) -> object:
     return text
 
 
+# The SHA-256 of an API key, as `reasoning-cluster auth hash-key` prints it: the config holds
+# no key, only what a key must hash to.
 KeySha256 = Annotated[SecretStr, BeforeValidator(_key_hash), PlainSerializer(_dump_secret, when_used="json")]
 # Tenant and ops names appear in tree owners, rate-limit keys and audit records.
 IdentityName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]

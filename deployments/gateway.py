@@ -44,7 +44,6 @@ from cluster.config import ClusterConfig
 from cluster.engine.tokenizer import load_tokenizer
 from cluster.prompts import InvalidProblem, PromptBuilder, build_problem
 from cluster.search.context import TOKENS, VERIFIER_CALLS
-from cluster.search.controller import DeadlineExceeded
 from cluster.store import BudgetLedger, KeySpace, LeaseLostError, TreeExistsError, TreeMeta, TreeStore
 from cluster.store.responses import ResponseStore
 from cluster.streaming import SSE_DONE, ChunkStream, sse
@@ -310,7 +309,7 @@ class Gateway:
         self._check_model(body.model)
         effort = self._effort(body, caller)
         tracked.effort = effort.value
-        ticket = ticket_for(request.headers.get("x-request-id"), caller, raw)
+        ticket = ticket_for(request.headers.get("x-request-id"), caller, body)
         if ticket.request_id is not None and (meta := await self._store.get_meta(ticket.tree_id)):
             return await self._replay(meta, ticket, body)
         prepared = await self._prepare(body)
@@ -714,12 +713,10 @@ class Gateway:
         budget = self._config.budget_for(effort)
         try:
             return await asyncio.wait_for(self._call_planner(solve), budget.deadline_s + DEADLINE_GRACE_S)
-        except DeadlineExceeded as exc:
-            raise ApiError(504, f"{exc}; try a lower reasoning_effort", type="timeout_error") from exc
-        except TimeoutError as exc:
-            raise ApiError(
-                504, f"no answer within the {effort.value} deadline", type="timeout_error"
-            ) from exc
+        except TimeoutError as exc:  # ours, or the planner's DeadlineExceeded
+            # Never str(exc): through Ray it is the planner's whole traceback, pids and actor ids.
+            message = f"no answer within the {effort.value} deadline of {budget.deadline_s:g} s"
+            raise ApiError(504, f"{message}; try a lower reasoning_effort", type="timeout_error") from exc
         except (BackPressureError, LeaseLostError, *REDIS_DOWN) as exc:
             # The planner's queue was full, or Redis went away under the search (its planner
             # could not keep the tree's lease): nothing about the request itself was wrong.

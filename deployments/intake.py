@@ -6,7 +6,6 @@ cheaply and before anything is stored or scheduled.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import uuid
 from collections.abc import Sequence
@@ -15,7 +14,7 @@ from typing import Any
 
 from starlette.requests import Request
 
-from cluster.api import ApiError
+from cluster.api import ApiError, ChatCompletionRequest, request_fingerprint
 from cluster.auth import Caller, scoped_tree_id
 from cluster.types import ChatMessage
 
@@ -59,12 +58,12 @@ class Ticket:
     tree_id: str
     # The client's X-Request-Id; None when the gateway chose the id (no retry can name it).
     request_id: str | None
-    # SHA-256 of the body: a retry must send the same request to get the same answer.
+    # A retry must ask the same to get the same answer (cluster.api.request_fingerprint).
     fingerprint: str
 
 
-def ticket_for(request_id: str | None, caller: Caller, body: bytes) -> Ticket:
-    fingerprint = hashlib.sha256(body).hexdigest()
+def ticket_for(request_id: str | None, caller: Caller, body: ChatCompletionRequest) -> Ticket:
+    fingerprint = request_fingerprint(body)
     if request_id is None:
         return Ticket(uuid.uuid4().hex, None, fingerprint)
     if not TREE_ID.match(request_id):

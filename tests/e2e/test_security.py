@@ -8,9 +8,11 @@ registry is empty and every ledger has nothing reserved and no more spent than g
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
+import statistics
 import threading
 import time
 import uuid
@@ -27,7 +29,7 @@ from hypothesis_jsonschema import from_schema
 from cluster.api import ChatCompletionRequest
 from cluster.local import LocalCluster
 from deployments.gateway import app as gateway_app
-from tests.e2e.secure_app import SecureApp, ask, auth, secure_app
+from tests.e2e.secure_app import SecureApp, ask, auth, secure_app, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -316,63 +318,59 @@ def test_backpressure_answers_quickly_and_health_stays_responsive(
     running = threading.Thread(target=_post, args=(http, "acme", ask("What is 2 + 3? wait 15s"), request_id))
     running.start()
     follow = f"/v1/trees/{request_id}/events"
-    wait_for_tree = time.monotonic() + 30
-    while http.get(follow, headers=auth("acme")).status_code != 200 and time.monotonic() < wait_for_tree:
-        time.sleep(0.1)
+
+    def followed() -> bool | None:
+        return http.get(follow, headers=auth("acme")).status_code == 200 or None
+
+    wait_for("the tree to follow", followed, 30)
     rss = []
     for _round in range(2):
-        statuses, slowest_rejection, health = _burst(secure, follow)
+        took = asyncio.run(_burst(secure.url, follow))
         rss.append(_gateway_rss_mib())
-        assert set(statuses) <= {200, 429, 503}, statuses
-        assert statuses.get(429, 0) + statuses.get(503, 0) >= 100, statuses
-        assert slowest_rejection < 10, slowest_rejection
-        assert health and max(health) < 3.0, health
+        report = {status: _spread(times) for status, times in took.items()}
+        assert set(took) <= {200, 429, 503, "healthz"}, report
+        refused = took.get(429, []) + took.get(503, [])
+        assert len(refused) >= 100, report
+        # Refusals are quick, health checks answer throughout (generous: two loaded cores).
+        assert statistics.median(refused) < 5 and max(refused) < 30, report
+        assert took["healthz"] and statistics.median(took["healthz"]) < 1 and max(took["healthz"]) < 5, report
     running.join()
     # Memory stays flat: the second burst leaves the gateway no larger than the first did (+ slack).
     assert rss[1] - rss[0] < 64, rss
 
 
-def _burst(secure: SecureApp, follow: str) -> tuple[dict[int, int], float, list[float]]:
+def _spread(times: list[float]) -> str:
+    ordered = sorted(times)
+    return f"n={len(ordered)} median={statistics.median(ordered):.2f}s max={ordered[-1]:.2f}s"
+
+
+async def _burst(url: str, follow: str) -> dict[int | str, list[float]]:
     """200 requests (beta, over its rate) and 100 event pollers at once, while /healthz is timed.
 
-    Returns the count of each status, the slowest 429/503 in seconds, and /healthz timings.
+    Returns the seconds each call took, by HTTP status ("healthz" for the health checks).
     """
-    statuses: dict[int, int] = {}
-    rejections: list[float] = []
-    health: list[float] = []
-    lock = threading.Lock()
+    took: dict[int | str, list[float]] = {}
     limits = httpx.Limits(max_connections=400, max_keepalive_connections=0)
+    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
 
-    def call(client: httpx.Client, method: str, path: str, headers: dict[str, str], body: Any) -> None:
-        started = time.monotonic()
-        try:
-            status = client.request(method, path, json=body, headers=headers).status_code
-        except httpx.HTTPError:
-            status = -1
-        with lock:
-            statuses[status] = statuses.get(status, 0) + 1
-            if status in (429, 503):
-                rejections.append(time.monotonic() - started)
-
-    def probe_health(client: httpx.Client, stop: threading.Event) -> None:
-        while not stop.is_set():
+        async def call(method: str, path: str, headers: dict[str, str], body: Any) -> None:
             started = time.monotonic()
-            client.get("/healthz")
-            health.append(time.monotonic() - started)
-            time.sleep(0.2)
+            response = await client.request(method, path, json=body, headers=headers)
+            took.setdefault(response.status_code, []).append(time.monotonic() - started)
 
-    with httpx.Client(base_url=secure.url, timeout=60, limits=limits) as client:
-        stop = threading.Event()
-        prober = threading.Thread(target=probe_health, args=(client, stop))
-        prober.start()
+        async def probe_health(stop: asyncio.Event) -> None:
+            while not stop.is_set():
+                started = time.monotonic()
+                await client.get("/healthz")
+                took.setdefault("healthz", []).append(time.monotonic() - started)
+                await asyncio.sleep(0.2)
+
+        stop = asyncio.Event()
+        prober = asyncio.create_task(probe_health(stop))
         body = ask("What is 2 + 3? wait 1s")
-        work = [("POST", "/v1/chat/completions", auth("beta"), body)] * 200
-        work += [("GET", follow, auth("acme"), None)] * 100
-        threads = [threading.Thread(target=call, args=(client, *item)) for item in work]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        calls = [call("POST", "/v1/chat/completions", auth("beta"), body) for _ in range(200)]
+        calls += [call("GET", follow, auth("acme"), None) for _ in range(100)]
+        await asyncio.gather(*calls)
         stop.set()
-        prober.join()
-    return statuses, max(rejections, default=0.0), health
+        await prober
+    return took

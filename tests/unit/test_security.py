@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from cluster.api import ApiError, parse_chat_request
+from cluster.api import ApiError, parse_chat_request, request_fingerprint
 from cluster.auth import authenticate, cache_salt, hash_key, new_key, scoped_tree_id
 from cluster.cli import main
 from cluster.config import AuthConfig, ClusterConfig, RedisConfig, load_config
@@ -184,17 +184,26 @@ def test_event_cursors_are_checked() -> None:
 
 def test_request_ids_name_trees_per_tenant() -> None:
     acme, beta = authenticate(f"Bearer {ACME_KEY}", _auth()), authenticate(f"Bearer {BETA_KEY}", _auth())
-    mine = ticket_for("req-12345678", acme, b"{}")
+    body = parse_chat_request(_with(seed=1))
+    mine = ticket_for("req-12345678", acme, body)
     assert mine.tree_id == scoped_tree_id("acme", "req-12345678")
-    assert mine.tree_id != ticket_for("req-12345678", beta, b"{}").tree_id
-    assert mine.fingerprint != ticket_for("req-12345678", acme, b"{ }").fingerprint
-    chosen = ticket_for(None, acme, b"{}")
+    assert mine.tree_id != ticket_for("req-12345678", beta, body).tree_id
+    chosen = ticket_for(None, acme, body)
     assert chosen.request_id is None and len(chosen.tree_id) == 32
     with pytest.raises(ApiError) as caught:
-        ticket_for("{x}", acme, b"{}")
+        ticket_for("{x}", acme, body)
     assert caught.value.status == 400 and caught.value.param == "x-request-id"
     assert readable_ids("req-12345678", acme) == [mine.tree_id, "req-12345678"]
     assert readable_ids("{x}", acme) == [] and readable_ids("a" * 5000, acme) == []
+
+
+def test_a_retry_is_recognised_by_what_it_asks() -> None:
+    first = request_fingerprint(parse_chat_request(_with(seed=1)))
+    # Key order, spacing, ignored hints and the stream flag do not change what is asked.
+    same = json.dumps({"seed": 1, "user": "u-1", "stream": True, **GOOD}, indent=2).encode()
+    assert request_fingerprint(parse_chat_request(same)) == first
+    assert request_fingerprint(parse_chat_request(_with(seed=2))) != first
+    assert request_fingerprint(parse_chat_request(_with(seed=1, reasoning_effort="high"))) != first
 
 
 def test_control_tokens_in_text_are_refused() -> None:
