@@ -6,7 +6,9 @@ bad input costs nothing and gets a message a person can act on.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -28,6 +30,12 @@ ErrorType = Literal[
     "timeout_error",
 ]
 MIN_COMPLETION_TOKENS = 16
+# Bounds that keep validation and prompt rendering cheap whatever a client sends; a prompt
+# that passes them is still checked against the model's context length.
+MAX_MESSAGES = 1024
+MAX_MODEL_NAME_CHARS = 256
+# OpenAI's `seed` is a 64-bit signed integer, and so is what the engine accepts.
+SEED_MIN, SEED_MAX = -(2**63), 2**63 - 1
 
 
 class ApiError(Exception):
@@ -80,12 +88,12 @@ class ChatCompletionRequest(BaseModel):
     # ignored rather than refused, like the OpenAI API does for optional hints.
     model_config = ConfigDict(extra="ignore", strict=True)
 
-    model: str
-    messages: list[MessageIn] = Field(min_length=1)
+    model: str = Field(max_length=MAX_MODEL_NAME_CHARS)
+    messages: list[MessageIn] = Field(min_length=1, max_length=MAX_MESSAGES)
     reasoning_effort: Effort | None = None
     max_completion_tokens: int | None = Field(default=None, ge=MIN_COMPLETION_TOKENS)
     max_tokens: int | None = Field(default=None, ge=MIN_COMPLETION_TOKENS)
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=SEED_MIN, le=SEED_MAX)
     n: int = Field(default=1, ge=1, le=1)
     stream: bool = False
     # Extension: the task family selects prompt, answer format and verifiers.
@@ -96,7 +104,7 @@ class ChatCompletionRequest(BaseModel):
     @field_validator("reasoning_effort", mode="before")
     @classmethod
     def _effort(cls, value: object) -> object:
-        if value is None or value in {e.value for e in Effort}:
+        if value is None or (isinstance(value, str) and value in {e.value for e in Effort}):
             return None if value is None else Effort(value)
         allowed = ", ".join(repr(e.value) for e in Effort)
         raise ValueError(f"reasoning_effort must be one of {allowed}; got {value!r}")
@@ -127,12 +135,25 @@ class ChatCompletionRequest(BaseModel):
         return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
 
 
-def parse_chat_request(raw: bytes) -> ChatCompletionRequest:
-    """Parse and validate a request body; every failure is a 400 naming the bad field."""
+def parse_json_body(raw: bytes) -> object:
+    """Decode a JSON body; anything Python's decoder refuses is a 400, never a server error."""
     try:
-        payload = json.loads(raw)
+        return json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ApiError(400, f"the request body is not valid JSON: {exc}", code="invalid_json") from exc
+    except RecursionError:
+        raise ApiError(400, "the request body is nested too deeply", code="invalid_json") from None
+    except ValueError:
+        # The only other refusal: an integer past Python's int conversion limit.
+        limit = sys.get_int_max_str_digits()
+        raise ApiError(
+            400, f"the request body has a number longer than {limit:,} digits", code="invalid_json"
+        ) from None
+
+
+def parse_chat_request(raw: bytes) -> ChatCompletionRequest:
+    """Parse and validate a request body; every failure is a 400 naming the bad field."""
+    payload = parse_json_body(raw)
     if not isinstance(payload, dict):
         raise ApiError(400, "the request body must be a JSON object", code="invalid_json")
     try:
@@ -144,7 +165,29 @@ def parse_chat_request(raw: bytes) -> ChatCompletionRequest:
         raise ApiError(400, f"messages: {exc}", param="messages") from exc
     if not any(m.role == "user" and m.text().strip() for m in request.messages):
         raise ApiError(400, "messages must contain a user message with text", param="messages")
+    _check_encodable(request)
     return request
+
+
+def _check_encodable(request: ChatCompletionRequest) -> None:
+    """JSON escapes can spell lone UTF-16 surrogates ("\\ud800"), which no tokenizer or
+    Redis write can encode: refuse them here, before anything is stored."""
+    texts = [("model", request.model), ("strategy", request.strategy or "")]
+    texts += [(f"messages.{i}.content", m.text()) for i, m in enumerate(request.messages)]
+    for param, text in texts:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ApiError(
+                400, f"{param} contains a lone UTF-16 surrogate, which is not valid text", param=param
+            ) from None
+
+
+def request_fingerprint(request: ChatCompletionRequest) -> str:
+    """What a request asks, as a SHA-256: the fields this service honours, whatever their order
+    or spacing in the body; `stream` is left out (it changes how the answer is sent, not what is
+    asked), so a retry may stream what the first request did not, or the other way round."""
+    return hashlib.sha256(request.model_dump_json(exclude={"stream"}).encode()).hexdigest()
 
 
 def _validation_error(exc: ValidationError) -> ApiError:

@@ -86,6 +86,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     evaluate.set_defaults(run=_eval)
 
+    auth = commands.add_parser("auth", help="API keys for the config's auth section")
+    auth_commands = auth.add_subparsers(required=True, metavar="ACTION")
+    hash_key = auth_commands.add_parser(
+        "hash-key",
+        help="print a new API key and its api_key_sha256 (--stdin: hash a key read from stdin)",
+        description="The config stores only api_key_sha256; give the key to the tenant and put "
+        "the hash under auth.tenants.<name> or auth.ops.<name>.",
+    )
+    hash_key.add_argument("--stdin", action="store_true", help="hash the key on stdin instead of making one")
+    hash_key.set_defaults(run=_hash_key)
+
     model = commands.add_parser("prepare-model", help="verify and convert a named model once")
     model.add_argument("--model", choices=sorted(NAMED_MODELS), help="default: the default config's model")
     model.set_defaults(run=_prepare_model)
@@ -135,6 +146,23 @@ def _dashboards(path: str) -> Callable[[argparse.Namespace], int]:
         return int(getattr(importlib.import_module(module), function)(args))
 
     return run
+
+
+def _hash_key(args: argparse.Namespace) -> int:
+    from cluster.auth import hash_key, new_key
+
+    if args.stdin:
+        key = sys.stdin.read().strip()
+        if not key:
+            print("error: no key on stdin", file=sys.stderr)
+            return 1
+        # The key itself is never echoed: only what the config needs.
+        print(f"api_key_sha256: {hash_key(key)}")
+        return 0
+    key = new_key()
+    print(f"api_key: {key}")
+    print(f"api_key_sha256: {hash_key(key)}")
+    return 0
 
 
 def _simulate(args: argparse.Namespace) -> int:

@@ -6,12 +6,27 @@ same validated `ClusterConfig`, so there are no module-level settings anywhere e
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    SecretStr,
+    SerializationInfo,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 from cluster.models import DEFAULT_MODEL, named_model
 from cluster.sandbox.settings import SandboxSettings
@@ -21,8 +36,36 @@ DEFAULT_CONFIG_PATH = Path(__file__).with_name("default_config.yaml")
 
 
 class _Strict(BaseModel):
-    # Unknown keys are almost always typos in an operator's YAML: refuse them loudly.
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Unknown keys are almost always typos in an operator's YAML: refuse them loudly. Errors
+    # never echo the input: a config error must not print a key hash or a URL into a log.
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+
+# Passed as serialization context by `ClusterConfig.with_overrides`, which must round-trip
+# secrets; every other dump (logs, reprs, JSON) shows them as '**********'.
+REVEAL_SECRETS = {"reveal_secrets": True}
+
+
+def _dump_secret(value: SecretStr, info: SerializationInfo) -> str:
+    context = info.context or {}
+    return value.get_secret_value() if context.get("reveal_secrets") else str(value)
+
+
+def _key_hash(value: object) -> object:
+    text = value.get_secret_value() if isinstance(value, SecretStr) else value
+    if not isinstance(text, str) or re.fullmatch(r"[0-9a-f]{64}", text) is None:
+        raise ValueError(
+            "api_key_sha256 must be 64 lowercase hex digits, the SHA-256 of the key: "
+            "`reasoning-cluster auth hash-key` prints it"
+        )
+    return text
+
+
+# The SHA-256 of an API key, as `reasoning-cluster auth hash-key` prints it: the config holds
+# no key, only what a key must hash to.
+KeySha256 = Annotated[SecretStr, BeforeValidator(_key_hash), PlainSerializer(_dump_secret, when_used="json")]
+# Tenant and ops names appear in tree owners, rate-limit keys and audit records.
+IdentityName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
 
 
 def _strategy_names() -> list[str]:
@@ -186,7 +229,9 @@ def _default_tasks() -> dict[str, TaskSettings]:
 
 class RedisConfig(_Strict):
     # None: the local cluster starts an embedded redis-server; REDIS_URL overrides both.
+    # The URL carries no password: that is read from `password_file` (a mounted Secret).
     url: str | None = None
+    password_file: Path | None = None
     key_prefix: str = "rc"
     tree_ttl_s: Annotated[int, Field(gt=0)] = 24 * 3600
     # Safety net for trees whose planner died before finishing them.
@@ -194,6 +239,27 @@ class RedisConfig(_Strict):
     # A planner renews its tree's lease every third of this; a dead one's tree can be resumed
     # by another planner once it has expired.
     lease_ttl_s: Annotated[float, Field(gt=0)] = 5.0
+    # Every client (gateway, planner, admission, demand probe) fails a command that Redis does
+    # not answer within socket_timeout_s, and a connection not made within connect_timeout_s,
+    # so a hung or dead Redis costs seconds, never a stuck request.
+    socket_timeout_s: Annotated[float, Field(gt=0)] = 5.0
+    connect_timeout_s: Annotated[float, Field(gt=0)] = 2.0
+    # Connections per client (one client per replica); a command waits at most pool_timeout_s
+    # for a free one, then fails instead of queueing without bound.
+    max_connections: Annotated[int, Field(ge=1)] = 64
+    pool_timeout_s: Annotated[float, Field(gt=0)] = 2.0
+    # Records kept in the audit stream of tree reads (`<key_prefix>:audit`, docs/security.md).
+    audit_maxlen: Annotated[int, Field(ge=1)] = 100_000
+
+    @field_validator("url")
+    @classmethod
+    def _no_password_in_url(cls, url: str | None) -> str | None:
+        if url is not None and urlsplit(url).password is not None:
+            raise ValueError(
+                "redis.url carries a password; put the password in a file named by "
+                "redis.password_file (a mounted Secret) and leave it out of the URL"
+            )
+        return url
 
 
 class DeploymentSettings(_Strict):
@@ -201,6 +267,9 @@ class DeploymentSettings(_Strict):
     num_cpus: Annotated[float, Field(ge=0)] = 0.25
     num_gpus: Annotated[float, Field(ge=0)] = 0
     max_ongoing_requests: Annotated[int, Field(ge=1)] = 64
+    # Requests waiting for a replica beyond max_ongoing_requests; more are refused at once
+    # (HTTP 503 at the proxy, a 503 from the gateway for its calls). -1: no bound.
+    max_queued_requests: Annotated[int, Field(ge=-1)] = 1024
 
 
 class AffinitySettings(_Strict):
@@ -216,7 +285,7 @@ class AffinitySettings(_Strict):
 
 
 class DeploymentsConfig(_Strict):
-    gateway: DeploymentSettings = DeploymentSettings()
+    gateway: DeploymentSettings = DeploymentSettings(max_queued_requests=256)
     planner: DeploymentSettings = DeploymentSettings()
     generator: DeploymentSettings = DeploymentSettings(num_cpus=1, max_ongoing_requests=256)
     verifier: DeploymentSettings = DeploymentSettings()
@@ -224,16 +293,43 @@ class DeploymentsConfig(_Strict):
 
 
 class TenantConfig(_Strict):
-    api_key: str
+    api_key_sha256: KeySha256
     # The highest effort this tenant may ask for; requests may lower it, never raise it.
     max_effort: Effort = Effort.HIGH
 
 
+class OpsIdentity(_Strict):
+    """A person or system that may read every tenant's trees; its reads are audited by name."""
+
+    api_key_sha256: KeySha256
+
+
+ANONYMOUS = "anonymous"
+
+
 class AuthConfig(_Strict):
-    # No tenants configured: the service is open and every caller is tenant "anonymous".
-    tenants: dict[str, TenantConfig] = {}
-    # Keys that may read every tenant's trees.
-    ops_api_keys: tuple[str, ...] = ()
+    # No tenants and no ops: every caller is tenant "anonymous", which only a loopback
+    # listener allows unless allow_anonymous says otherwise (ClusterConfig checks it).
+    tenants: dict[IdentityName, TenantConfig] = {}
+    ops: dict[IdentityName, OpsIdentity] = {}
+    allow_anonymous: bool = False
+
+    @property
+    def is_open(self) -> bool:
+        return not self.tenants and not self.ops
+
+    @model_validator(mode="after")
+    def _one_identity_per_key(self) -> AuthConfig:
+        if ANONYMOUS in self.tenants:
+            raise ValueError(f"auth.tenants: {ANONYMOUS!r} is reserved for callers of an open service")
+        owners: dict[str, str] = {}
+        named = [(f"tenants.{n}", t.api_key_sha256) for n, t in self.tenants.items()]
+        named += [(f"ops.{n}", o.api_key_sha256) for n, o in self.ops.items()]
+        for name, digest in named:
+            other = owners.setdefault(digest.get_secret_value(), name)
+            if other != name:
+                raise ValueError(f"auth.{other} and auth.{name} have the same key; each needs its own")
+        return self
 
 
 class HttpConfig(_Strict):
@@ -242,6 +338,19 @@ class HttpConfig(_Strict):
     # Prometheus endpoint of Ray's metrics agent (every deployment's metrics); null: a free port.
     metrics_port: Annotated[int, Field(gt=0, lt=65536)] | None = None
     max_request_bytes: Annotated[int, Field(gt=0)] = 1 << 20
+    # GET /v1/trees/{id}/events waits at most this long for a new event, and at most
+    # max_event_waiters polls wait at once per gateway replica (the rest answer at once):
+    # pollers never hold the gateway's request slots for long.
+    events_wait_ms: Annotated[int, Field(ge=0, le=5000)] = 500
+    max_event_waiters: Annotated[int, Field(ge=0)] = 16
+
+    def is_loopback(self) -> bool:
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
 
 
 class ScalingSettings(_Strict):
@@ -316,6 +425,29 @@ class AutoscalingSettings(_Strict):
 OverloadAction = Literal["degrade", "queue", "reject"]
 
 
+class RateLimit(_Strict):
+    """A token bucket: `per_s` sustained, up to `burst` at once."""
+
+    per_s: Annotated[float, Field(gt=0)]
+    burst: Annotated[int, Field(ge=1)]
+
+
+class RateLimitSettings(_Strict):
+    """Per-caller request rates (token buckets in Redis shared by every gateway replica).
+
+    They apply whether or not admission control is enabled: they bound how often a caller may
+    knock, admission bounds what the admitted requests may spend.
+    """
+
+    enabled: bool = True
+    # POST /v1/chat/completions per tenant (every ops identity on its own).
+    requests: RateLimit = RateLimit(per_s=10, burst=60)
+    # GET /v1/trees/... per caller: progress polls are cheap but frequent.
+    reads: RateLimit = RateLimit(per_s=50, burst=200)
+    # Per-tenant request limits that replace `requests` (tenant names from auth.tenants).
+    tenant_requests: dict[str, RateLimit] = {}
+
+
 class AdmissionSettings(_Strict):
     """Per-tenant ceilings on reasoning tokens in flight, and what to do under overload."""
 
@@ -328,12 +460,15 @@ class AdmissionSettings(_Strict):
     on_overload: OverloadAction = "degrade"
     # queue: the longest a request waits for room before it is rejected with 429.
     max_queue_wait_s: Annotated[float, Field(gt=0)] = 30.0
+    # queue: requests waiting at once, cluster-wide; beyond it a request is rejected with 429.
+    max_queued: Annotated[int, Field(ge=0)] = 256
     queue_poll_s: Annotated[float, Field(gt=0)] = 0.25
     # Registrations left by a dead gateway are dropped this long after their deadline.
     stale_after_deadline_s: Annotated[float, Field(gt=0)] = 60.0
     # Smallest and largest Retry-After the gateway sends.
     min_retry_after_s: Annotated[int, Field(ge=1)] = 1
     max_retry_after_s: Annotated[int, Field(ge=1)] = 600
+    rate_limits: RateLimitSettings = RateLimitSettings()
 
     def ceiling_for(self, tenant: str) -> int | None:
         return self.tenant_max_tokens_in_flight.get(tenant, self.default_max_tokens_in_flight)
@@ -403,17 +538,33 @@ class ClusterConfig(_Strict):
         return tasks
 
     @model_validator(mode="after")
-    def _admission_names_known_tenants(self) -> ClusterConfig:
-        known = set(self.auth.tenants) or {"anonymous"}
-        unknown = sorted(set(self.admission.tenant_max_tokens_in_flight) - known)
-        if unknown:
+    def _closed_unless_loopback(self) -> ClusterConfig:
+        auth = self.auth
+        if auth.is_open and not auth.allow_anonymous and not self.http.is_loopback():
             raise ValueError(
-                f"admission.tenant_max_tokens_in_flight names unknown tenant(s) {', '.join(unknown)}; "
-                f"known: {', '.join(sorted(known))}"
+                f"http.host {self.http.host!r} is not a loopback address and auth has no tenants: "
+                "anyone who can reach it could use the service and read every tree. Configure "
+                "auth.tenants (and auth.ops), or set auth.allow_anonymous: true to serve it open"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _admission_names_known_tenants(self) -> ClusterConfig:
+        known = set(self.auth.tenants) or {ANONYMOUS}
+        admission = self.admission
+        per_tenant: dict[str, Mapping[str, object]] = {
+            "tenant_max_tokens_in_flight": admission.tenant_max_tokens_in_flight,
+            "rate_limits.tenant_requests": admission.rate_limits.tenant_requests,
+        }
+        for field, named in per_tenant.items():
+            unknown = sorted(set(named) - known)
+            if unknown:
+                raise ValueError(
+                    f"admission.{field} names unknown tenant(s) {', '.join(unknown)}; "
+                    f"known: {', '.join(sorted(known))}"
+                )
         largest = max(budget.max_reasoning_tokens for budget in self.efforts.values())
         smallest = min(budget.max_reasoning_tokens for budget in self.efforts.values())
-        admission = self.admission
         ceilings = [admission.default_max_tokens_in_flight, *admission.tenant_max_tokens_in_flight.values()]
         for ceiling in ceilings:
             if ceiling is not None and ceiling < smallest:
@@ -431,7 +582,8 @@ class ClusterConfig(_Strict):
 
     def with_overrides(self, overrides: dict[str, Any]) -> ClusterConfig:
         """A copy with nested fields replaced, validated again (CLI flags, tests)."""
-        return ClusterConfig.model_validate(_deep_merge(self.model_dump(mode="json"), overrides))
+        current = self.model_dump(mode="json", context=REVEAL_SECRETS)
+        return ClusterConfig.model_validate(_deep_merge(current, overrides))
 
 
 def _deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:

@@ -104,6 +104,10 @@ class GenerationRequest:
     # Requests with the same key (a tree id) prefer the replica that served the last one,
     # whose prefix cache holds their shared prefix.
     affinity_key: str | None = None
+    # vLLM's prefix-cache salt: only requests with the same salt share cached blocks. One salt
+    # per tenant (cluster.auth.cache_salt) keeps cached-token counts from revealing what
+    # another tenant's prompts contain.
+    cache_salt: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,11 +43,13 @@ def app_builder(args: dict[str, Any]) -> Application:
     return build_app(config)
 
 
-def build_app(config: ClusterConfig) -> Application:
+def build_app(config: ClusterConfig, generator_deployment: object = BranchGenerator) -> Application:
+    """The Serve application; `generator_deployment` replaces the vLLM branch-generator (tests
+    pass one with a scripted engine, whose timing they control)."""
     settings = config.deployments
     scaling = _autoscaling_options(config)
     generator = (
-        _deployment(BranchGenerator)
+        _deployment(generator_deployment)
         .options(**{**_generator_options(config), **scaling["generator"]})
         .bind(config)
     )
@@ -80,6 +82,7 @@ def _options(settings: DeploymentSettings, env: dict[str, str] | None = None) ->
     return {
         "num_replicas": settings.num_replicas,
         "max_ongoing_requests": settings.max_ongoing_requests,
+        "max_queued_requests": settings.max_queued_requests,
         "ray_actor_options": actor,
     }
 

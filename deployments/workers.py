@@ -22,6 +22,7 @@ from cluster.sandbox import Sandbox
 from cluster.search.context import SearchServices
 from cluster.search.controller import SearchController
 from cluster.store import BudgetLedger, KeySpace, TreeLeases, TreeStore
+from cluster.store.connection import redis_client
 from cluster.tasks import task_names, verifiers_for
 from cluster.types import (
     GenerationRequest,
@@ -114,8 +115,8 @@ def engine_lost(error: BaseException) -> bool:
 
 def _probe(config: ClusterConfig) -> DemandProbe:
     # Without autoscaling nothing reads the demand: no Redis connection is made for it.
-    url = config.redis.url if config.autoscaling.enabled else None
-    return DemandProbe(url, config.redis.key_prefix, config.autoscaling.min_slack_s)
+    redis = redis_client(config.redis) if config.autoscaling.enabled else None
+    return DemandProbe(redis, config.redis.key_prefix, config.autoscaling.min_slack_s)
 
 
 def _max_num_seqs(engine: VLLMEngine) -> int:
@@ -233,11 +234,9 @@ class Planner:
     def __init__(
         self, config: ClusterConfig, generator: DeploymentHandle, verifier: DeploymentHandle
     ) -> None:
-        if config.redis.url is None:
-            raise ValueError("redis.url must be set before deploying the planner (or set REDIS_URL)")
         observer = PlannerMetrics()
         self._redis_metrics = RedisMetrics("planner", observer.metrics)
-        self._redis: Redis = instrumented_redis(config.redis.url, self._redis_metrics)
+        self._redis: Redis = instrumented_redis(config.redis, self._redis_metrics)
         keys = KeySpace(config.redis.key_prefix)
         services = SearchServices(
             TreeStore(self._redis, keys),

@@ -20,7 +20,7 @@ from collections import Counter as Tally
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
@@ -29,7 +29,9 @@ from redis.exceptions import NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from cluster.api import ApiError
+from cluster.config import RedisConfig
 from cluster.search.observer import SearchObserver
+from cluster.store.connection import redis_client
 from cluster.types import Effort, GenerationResult, SolveRequest, SolveResult, VerifyResult
 
 # Ray's exporter adds this to every name.
@@ -541,8 +543,9 @@ class InstrumentedRedis(Redis):
         return pipe
 
 
-def instrumented_redis(url: str, metrics: RedisMetrics) -> InstrumentedRedis:
-    client = cast(InstrumentedRedis, InstrumentedRedis.from_url(url))
+def instrumented_redis(config: RedisConfig, metrics: RedisMetrics) -> InstrumentedRedis:
+    """A timed client with the cluster's timeouts and bounded pool (cluster.store.connection)."""
+    client = redis_client(config, InstrumentedRedis)
     client.rc_metrics = metrics
     return client
 

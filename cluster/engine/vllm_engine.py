@@ -109,6 +109,7 @@ class VLLMEngine:
 
     async def generate(self, request: GenerationRequest) -> GenerationResult:
         from vllm import SamplingParams
+        from vllm.inputs import TextPrompt
         from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
 
         params = SamplingParams(
@@ -123,9 +124,12 @@ class VLLMEngine:
             # Streaming with n>1 can return fewer than n sequences on the async engine.
             output_kind=RequestOutputKind.FINAL_ONLY,
         )
+        prompt: TextPrompt = {"prompt": request.prompt}
+        if request.cache_salt is not None:
+            prompt["cache_salt"] = request.cache_salt
         final = None
         with _engine_alive():
-            async for output in self._engine.generate(request.prompt, params, request_id=uuid.uuid4().hex):
+            async for output in self._engine.generate(prompt, params, request_id=uuid.uuid4().hex):
                 final = output
         if final is None:
             raise RuntimeError("the engine finished the request without any output")

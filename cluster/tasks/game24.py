@@ -32,7 +32,8 @@ from cluster.verifiers.arithmetic import (
 TARGET = 24
 GAME24_NUMBERS = 4
 
-_PUZZLE = re.compile(r"^\s*(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s*$")
+# At most 6 digits a number: longer ones make no puzzle, and past 4,300 digits int() refuses them.
+_PUZZLE = re.compile(r"^\s*(\d{1,6})\s+(\d{1,6})\s+(\d{1,6})\s+(\d{1,6})\s*$")
 
 
 @register_task
@@ -59,8 +60,8 @@ class Game24Task(Task):
         match = _PUZZLE.match(problem.question)
         if match is None:
             raise InvalidProblem(
-                "task game24 expects the last user message to be four whole numbers separated "
-                f"by spaces, like '4 9 10 13'; got {problem.question[:60]!r}"
+                "task game24 expects the last user message to be four whole numbers (up to 6 digits) "
+                f"separated by spaces, like '4 9 10 13'; got {problem.question[:60]!r}"
             )
         return Problem(problem.messages, self.name, tuple(int(n) for n in match.groups()), reference)
 

@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
+from cluster.auth import hash_key
 from cluster.local import APP_NAME, LocalCluster
 from tests.plumbing import plumbing_config
 
@@ -51,7 +52,7 @@ OVERRIDES: dict[str, Any] = {
         "verifier": {"min_replicas": 1, "max_replicas": 1, "scale_to_zero_delay_s": None},
         "planner": {"max_replicas": 1},
     },
-    "auth": {"tenants": {name: {"api_key": key} for name, key in KEYS.items()}},
+    "auth": {"tenants": {name: {"api_key_sha256": hash_key(key)} for name, key in KEYS.items()}},
     "admission": {"enabled": True, "tenant_max_tokens_in_flight": {"capped": 400}, "on_overload": "degrade"},
 }
 

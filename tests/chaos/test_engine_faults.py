@@ -20,6 +20,7 @@ import psutil
 import pytest
 from ray.util.state import list_actors
 
+from cluster.auth import hash_key
 from cluster.local import LocalCluster
 from deployments.workers import GENERATOR_DEPLOYMENT
 from tests.e2e.conftest import free_port
@@ -37,7 +38,7 @@ def cluster() -> Iterator[LocalCluster]:
     config = plumbing_config(
         {
             "deployments": {"generator": {"num_replicas": 2}},
-            "auth": {"tenants": {"chaos": {"api_key": KEY}}},
+            "auth": {"tenants": {"chaos": {"api_key_sha256": hash_key(KEY)}}},
             # A deadline no search can meet with a chain: the no-candidate path.
             "efforts": {"low": {"deadline_s": 0.01}},
         }

@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from cluster.api import ApiError
+from cluster.config import RedisConfig
 from cluster.search.context import SearchServices
 from cluster.search.controller import DeadlineExceeded, SearchController
 from cluster.store import TOKENS, VERIFIER_CALLS, BudgetLedger, KeySpace, TreeMeta, TreeStore
@@ -238,7 +239,7 @@ async def test_search_observer_on_the_controller(redis_client: Redis) -> None:
 async def test_instrumented_redis_times_commands_scripts_and_pipelines(redis_server: str) -> None:
     recorder = Recorder()
     metrics = RedisMetrics("planner", recorder)
-    client = instrumented_redis(redis_server, metrics)
+    client = instrumented_redis(RedisConfig(url=redis_server), metrics)
     try:
         await client.set("mon:k", "1")
         script = client.register_script("return redis.call('GET', KEYS[1])")
@@ -258,7 +259,7 @@ async def test_instrumented_redis_times_commands_scripts_and_pipelines(redis_ser
 async def test_unreachable_redis_counts_errors_and_reports_down() -> None:
     recorder = Recorder()
     metrics = RedisMetrics("gateway", recorder)
-    client = instrumented_redis("redis://127.0.0.1:1/0", metrics)
+    client = instrumented_redis(RedisConfig(url="redis://127.0.0.1:1/0"), metrics)
     try:
         with pytest.raises(RedisConnectionError):
             await client.get("anything")
