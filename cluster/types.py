@@ -152,6 +152,8 @@ class SolveRequest:
     # When the answer is due (epoch seconds): the gateway sets it when the request arrives, so
     # time queued for admission counts; None: the effort's deadline from when the search starts.
     deadline_at: float | None = None
+    # The tenant's prefix-cache salt (cluster.auth.cache_salt), carried by every engine call.
+    cache_salt: str | None = None
 
 
 SearchStatus = Literal["complete", "incomplete"]

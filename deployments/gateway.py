@@ -39,7 +39,7 @@ from cluster.api import (
     parse_chat_request,
 )
 from cluster.audit import AuditAction, AuditLog, AuditOutcome
-from cluster.auth import Caller, authenticate
+from cluster.auth import Caller, authenticate, cache_salt
 from cluster.config import ClusterConfig
 from cluster.engine.tokenizer import load_tokenizer
 from cluster.prompts import PromptBuilder
@@ -637,6 +637,7 @@ class Gateway:
             prompt=prepared.prompt,
             max_reasoning_tokens=max_tokens,
             deadline_at=arrived + budget.deadline_s,
+            cache_salt=cache_salt(caller.tenant),
             seed=body.seed,
             strategy=body.strategy,
         )
