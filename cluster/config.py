@@ -79,6 +79,13 @@ def _strategy_schema(schema: dict[str, Any]) -> None:
     schema["enum"] = _strategy_names()
 
 
+def _verifiers_schema(schema: dict[str, Any]) -> None:
+    from cluster.tasks import TASK_VERIFIERS
+    from cluster.verifiers import known_verifiers
+
+    schema["items"] = {"type": "string", "enum": [TASK_VERIFIERS, *known_verifiers()]}
+
+
 class ScoringSettings(_Strict):
     """How verdicts become scores (cluster/search/scoring.py)."""
 
@@ -106,7 +113,7 @@ class EffortBudget(_Strict):
     top_k: int = 40
     # Verifiers that score candidates, in order; `task` stands for the request's task family's
     # own (cluster/tasks/); a model judge only where no program can judge.
-    verifiers: tuple[str, ...] = ("task",)
+    verifiers: Annotated[tuple[str, ...], Field(json_schema_extra=_verifiers_schema)] = ("task",)
     # Tree search: nodes kept per round (beam search) or subtrees (DVTS: max_branches/beam_width).
     beam_width: Annotated[int, Field(gt=0, le=64)] = 4
     max_tokens_per_step: Annotated[int, Field(gt=0)] = 96
