@@ -25,11 +25,11 @@ class Caller:
 def authenticate(authorization: str | None, config: AuthConfig) -> Caller:
     """Map a `Bearer <key>` header to a caller; open mode when no tenants are configured."""
     if not config.tenants and not config.ops_api_keys:
-        return Caller(ANONYMOUS, Effort.HIGH)
+        return Caller(ANONYMOUS, Effort.XHIGH)
     key = _bearer_key(authorization)
     for ops_key in config.ops_api_keys:
         if hmac.compare_digest(key, ops_key):
-            return Caller("ops", Effort.HIGH, is_ops=True)
+            return Caller("ops", Effort.XHIGH, is_ops=True)
     for name, tenant in config.tenants.items():
         if hmac.compare_digest(key, tenant.api_key):
             return Caller(name, tenant.max_effort)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from cluster.client import LOCAL_URL, ProgressEvent, ReasoningAnswer, ReasoningClient
 from cluster.config import STRATEGY_NAMES, load_config
+from cluster.types import Effort
 
 if TYPE_CHECKING:
     from cluster.evaluation import Record
@@ -41,7 +42,7 @@ def _parser() -> argparse.ArgumentParser:
 
     ask = commands.add_parser("ask", help="ask the running cluster a question")
     ask.add_argument("question")
-    ask.add_argument("--effort", choices=("low", "medium", "high"), default="medium")
+    ask.add_argument("--effort", choices=[e.value for e in Effort], default="medium")
     ask.add_argument("--task", choices=("general", "math", "game24"), default="general")
     ask.add_argument("--url", default=LOCAL_URL)
     ask.add_argument("--api-key", default="local")

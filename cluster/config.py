@@ -158,7 +158,7 @@ class DeploymentsConfig(_Strict):
 class TenantConfig(_Strict):
     api_key: str
     # The highest effort this tenant may ask for; requests may lower it, never raise it.
-    max_effort: Effort = Effort.HIGH
+    max_effort: Effort = Effort.XHIGH
 
 
 class AuthConfig(_Strict):

@@ -24,6 +24,7 @@ from typing import Literal
 from cluster.answers import answers_equivalent
 from cluster.api import MIN_COMPLETION_TOKENS
 from cluster.client import ReasoningClient
+from cluster.types import Effort
 from cluster.verifiers.game24 import check_game24, extract_game24_expression
 
 DatasetName = Literal["gsm8k", "game24"]
@@ -31,7 +32,7 @@ SHIPPED = {"gsm8k": "gsm8k/train-500.jsonl", "game24": "game24/24-dev.csv"}
 TASK_OF = {"gsm8k": "math", "game24": "game24"}
 # Game of 24 targets are stated on a sample of at least 50 puzzles; GSM8K runs whole by default.
 DEFAULT_LIMIT: dict[str, int | None] = {"game24": 50, "gsm8k": None}
-EFFORT_ORDER = ("low", "medium", "high")
+EFFORT_ORDER = tuple(e.value for e in Effort)
 BASELINE_STRATEGY = "best_of_n"
 UNKNOWN_STRATEGY = "unknown"
 

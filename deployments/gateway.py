@@ -349,8 +349,7 @@ class Gateway:
     def _effort(self, body: ChatCompletionRequest, caller: Caller) -> Effort:
         effort = body.reasoning_effort or self._config.default_effort
         ceiling = caller.max_effort
-        order = list(Effort)
-        if order.index(effort) > order.index(ceiling):
+        if effort.rank > ceiling.rank:
             raise ApiError(
                 403,
                 f"reasoning_effort {effort.value!r} is above tenant {caller.tenant!r}'s "
