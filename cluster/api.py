@@ -7,10 +7,12 @@ bad input costs nothing and gets a message a person can act on.
 from __future__ import annotations
 
 import json
+import re
 import time
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -27,6 +29,7 @@ ErrorType = Literal[
     "timeout_error",
 ]
 MIN_COMPLETION_TOKENS = 16
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 
 
 class ApiError(Exception):
@@ -69,6 +72,50 @@ class MessageIn(BaseModel):
         return "".join(parts)
 
 
+def tree_id_for(request_id: str | None) -> str:
+    """The tree id of a request: its X-Request-Id when it sent one, else a new id."""
+    if request_id is None:
+        return uuid.uuid4().hex
+    if not _REQUEST_ID.match(request_id):
+        raise ApiError(400, "X-Request-Id must be 8-64 letters, digits, '-' or '_'", param="x-request-id")
+    return request_id
+
+
+# Field checks shared by the chat and the Responses schemas: the message names what is allowed.
+def effort_field(name: str, value: object) -> Effort | None:
+    if value is None or value in {e.value for e in Effort}:
+        return None if value is None else Effort(value)
+    allowed = ", ".join(repr(e.value) for e in Effort)
+    raise ValueError(f"{name} must be one of {allowed}; got {value!r}")
+
+
+def task_field(value: object) -> TaskFamily:
+    if value in {t.value for t in TaskFamily}:
+        return TaskFamily(value)
+    allowed = ", ".join(repr(t.value) for t in TaskFamily)
+    raise ValueError(f"task must be one of {allowed}; got {value!r}")
+
+
+def strategy_field(value: str | None) -> str | None:
+    if value is None or value in STRATEGY_NAMES:
+        return value
+    allowed = ", ".join(repr(name) for name in STRATEGY_NAMES)
+    raise ValueError(f"strategy must be one of {allowed}; got {value!r}")
+
+
+class ProblemRequest(Protocol):
+    """What the gateway needs of a request to build its problem and budget (chat or Responses)."""
+
+    @property
+    def task(self) -> TaskFamily: ...
+    @property
+    def seed(self) -> int | None: ...
+    @property
+    def strategy(self) -> str | None: ...
+    def chat_messages(self) -> tuple[ChatMessage, ...]: ...
+    def completion_cap(self) -> int | None: ...
+
+
 class ChatCompletionRequest(BaseModel):
     """The subset of OpenAI's chat completion body this service honours, plus its extensions."""
 
@@ -92,26 +139,17 @@ class ChatCompletionRequest(BaseModel):
     @field_validator("reasoning_effort", mode="before")
     @classmethod
     def _effort(cls, value: object) -> object:
-        if value is None or value in {e.value for e in Effort}:
-            return None if value is None else Effort(value)
-        allowed = ", ".join(repr(e.value) for e in Effort)
-        raise ValueError(f"reasoning_effort must be one of {allowed}; got {value!r}")
+        return effort_field("reasoning_effort", value)
 
     @field_validator("task", mode="before")
     @classmethod
     def _task(cls, value: object) -> object:
-        if value in {t.value for t in TaskFamily}:
-            return TaskFamily(value)
-        allowed = ", ".join(repr(t.value) for t in TaskFamily)
-        raise ValueError(f"task must be one of {allowed}; got {value!r}")
+        return task_field(value)
 
     @field_validator("strategy")
     @classmethod
     def _strategy(cls, value: str | None) -> str | None:
-        if value is None or value in STRATEGY_NAMES:
-            return value
-        allowed = ", ".join(repr(name) for name in STRATEGY_NAMES)
-        raise ValueError(f"strategy must be one of {allowed}; got {value!r}")
+        return strategy_field(value)
 
     def chat_messages(self) -> tuple[ChatMessage, ...]:
         # OpenAI's newer "developer" role is what older templates call "system".
@@ -123,19 +161,25 @@ class ChatCompletionRequest(BaseModel):
         return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
 
 
-def parse_chat_request(raw: bytes) -> ChatCompletionRequest:
-    """Parse and validate a request body; every failure is a 400 naming the bad field."""
+def json_object(raw: bytes) -> dict[str, Any]:
+    """The request body as a JSON object, or a 400 that says what is wrong with it."""
     try:
         payload = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ApiError(400, f"the request body is not valid JSON: {exc}", code="invalid_json") from exc
     if not isinstance(payload, dict):
         raise ApiError(400, "the request body must be a JSON object", code="invalid_json")
+    return payload
+
+
+def parse_chat_request(raw: bytes) -> ChatCompletionRequest:
+    """Parse and validate a request body; every failure is a 400 naming the bad field."""
+    payload = json_object(raw)
     try:
         request = ChatCompletionRequest.model_validate(payload)
         request.chat_messages()
     except ValidationError as exc:
-        raise _validation_error(exc) from exc
+        raise validation_error(exc) from exc
     except ValueError as exc:
         raise ApiError(400, f"messages: {exc}", param="messages") from exc
     if not any(m.role == "user" and m.text().strip() for m in request.messages):
@@ -143,7 +187,8 @@ def parse_chat_request(raw: bytes) -> ChatCompletionRequest:
     return request
 
 
-def _validation_error(exc: ValidationError) -> ApiError:
+def validation_error(exc: ValidationError) -> ApiError:
+    """A 400 naming the first bad field of a pydantic validation error."""
     first = exc.errors()[0]
     location = ".".join(str(part) for part in first["loc"])
     message = first["msg"].removeprefix("Value error, ")

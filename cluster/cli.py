@@ -38,6 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     up = commands.add_parser("up", help="start the local cluster in the foreground (Ctrl-C stops it)")
     up.add_argument("--config", help="cluster config YAML (default: the shipped default)")
     up.add_argument("--port", type=int, help="HTTP port (default: the config's, 8000)")
+    up.add_argument("--grpc-port", type=int, help="gRPC port (default: the config's, 9000)")
     up.set_defaults(run=_up)
 
     ask = commands.add_parser("ask", help="ask the running cluster a question")
@@ -142,8 +143,10 @@ def _up(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
-    with LocalCluster(config, port=args.port) as cluster:
+    with LocalCluster(config, port=args.port, grpc_port=args.grpc_port) as cluster:
         print(f"reasoning-cluster is serving on {cluster.url} (Ctrl-C stops it)", flush=True)
+        if cluster.grpc_target is not None:
+            print(f"gRPC (reasoning.v1.Reasoning): {cluster.grpc_target}", flush=True)
         print(f"Prometheus metrics: {cluster.metrics_url}", flush=True)
         stop.wait()
         print("stopping...", flush=True)

@@ -152,6 +152,8 @@ class DeploymentsConfig(_Strict):
     planner: DeploymentSettings = DeploymentSettings()
     generator: DeploymentSettings = DeploymentSettings(num_cpus=1, max_ongoing_requests=256)
     verifier: DeploymentSettings = DeploymentSettings()
+    # Runs Responses API jobs (background ones included) detached from the gateway.
+    runner: DeploymentSettings = DeploymentSettings()
     generator_affinity: AffinitySettings = AffinitySettings()
 
 
@@ -174,6 +176,15 @@ class HttpConfig(_Strict):
     # Prometheus endpoint of Ray's metrics agent (every deployment's metrics); null: a free port.
     metrics_port: Annotated[int, Field(gt=0, lt=65536)] | None = None
     max_request_bytes: Annotated[int, Field(gt=0)] = 1 << 20
+
+
+class GrpcConfig(_Strict):
+    """The gRPC API (cluster/rpc/reasoning.proto) through Ray Serve's gRPC proxy."""
+
+    enabled: bool = True
+    # Serve's gRPC proxy listens on every interface; while http.host is a loopback address the
+    # gateway answers loopback callers only.
+    port: Annotated[int, Field(gt=0, lt=65536)] = 9000
 
 
 class ScalingSettings(_Strict):
@@ -289,6 +300,7 @@ class ClusterConfig(_Strict):
     deployments: DeploymentsConfig = DeploymentsConfig()
     auth: AuthConfig = AuthConfig()
     http: HttpConfig = HttpConfig()
+    grpc: GrpcConfig = GrpcConfig()
     autoscaling: AutoscalingSettings = AutoscalingSettings()
     admission: AdmissionSettings = AdmissionSettings()
 

@@ -15,6 +15,7 @@ from types import TracebackType
 from typing import Any
 
 from cluster.config import ClusterConfig
+from cluster.rpc import SERVICER_FUNCTION
 from cluster.store.redis_server import EmbeddedRedis
 
 logger = logging.getLogger(__name__)
@@ -54,9 +55,10 @@ keep_ray_on_loopback()
 
 
 class LocalCluster:
-    def __init__(self, config: ClusterConfig, port: int | None = None) -> None:
+    def __init__(self, config: ClusterConfig, port: int | None = None, grpc_port: int | None = None) -> None:
         self._config = config
         self.port = port if port is not None else config.http.port
+        self.grpc_port = grpc_port if grpc_port is not None else config.grpc.port
         self._redis: EmbeddedRedis | None = None
         self._ray_started = False
 
@@ -67,6 +69,11 @@ class LocalCluster:
     @property
     def url(self) -> str:
         return f"http://{LOOPBACK}:{self.port}"
+
+    @property
+    def grpc_target(self) -> str | None:
+        """`host:port` of the gRPC API, None when config turns it off."""
+        return f"{LOOPBACK}:{self.grpc_port}" if self._config.grpc.enabled else None
 
     @property
     def metrics_url(self) -> str:
@@ -112,10 +119,13 @@ class LocalCluster:
     def _deploy(self) -> None:
         from ray import serve
 
-        serve.start(http_options={"host": LOOPBACK, "port": self.port})
+        grpc: dict[str, Any] = {}
+        if self._config.grpc.enabled:
+            grpc = {"port": self.grpc_port, "grpc_servicer_functions": [SERVICER_FUNCTION]}
+        serve.start(http_options={"host": LOOPBACK, "port": self.port}, grpc_options=grpc or None)
         app = import_object(APP_BUILDER)(self._config)
         serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)
-        logger.info("serving on %s", self.url)
+        logger.info("serving on %s (gRPC: %s)", self.url, self.grpc_target or "off")
 
     def stop(self) -> None:
         if self._ray_started:

@@ -8,19 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
-from dataclasses import replace
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from ray import serve
-from ray.exceptions import RayActorError
 from ray.serve.handle import DeploymentHandle
 from redis.asyncio import Redis
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -32,9 +28,11 @@ from cluster.api import (
     BudgetView,
     ChatCompletionRequest,
     ErrorType,
+    ProblemRequest,
     chat_completion_body,
     parse_chat_request,
     reasoning_body,
+    tree_id_for,
     usage_body,
 )
 from cluster.auth import Caller, authenticate
@@ -42,26 +40,25 @@ from cluster.config import ClusterConfig
 from cluster.engine.tokenizer import load_tokenizer
 from cluster.prompts import InvalidProblem, PromptBuilder, build_problem
 from cluster.search.context import TOKENS, VERIFIER_CALLS
-from cluster.search.controller import DeadlineExceeded
 from cluster.store import BudgetLedger, KeySpace, TreeExistsError, TreeMeta, TreeStore
+from cluster.store.jobs import JobStore
 from cluster.streaming import SSE_DONE, ChunkStream, sse
 from cluster.types import Effort, SolveRequest, SolveResult
+from deployments.responses import router as responses_router
+from deployments.rpc import ReasoningRpc
+from deployments.solving import solve_on_planner
 from monitoring.metrics import GatewayMetrics, RedisMetrics, RequestTracker, instrumented_redis
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL_ALIAS = "default"
-_TREE_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
-# How often one request resumes its tree after its planner replica died.
-PLANNER_RESUMES = 2
-# Time the gateway waits beyond the effort's deadline for the planner to wrap up.
-DEADLINE_GRACE_S = 30.0
 # A stream waits this long for new progress events before it checks on the search again.
 EVENT_POLL_MS = 250
 # Events after which the planner returns at once: the stream waits for its result instead.
 FINAL_EVENTS = frozenset({"done", "failed"})
 
 app = FastAPI(title="reasoning-cluster", docs_url=None, redoc_url=None)
+app.include_router(responses_router)
 
 
 @app.exception_handler(ApiError)
@@ -90,14 +87,6 @@ async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResp
 
 # Helpers stand above the deployment class: Serve pickles the class when it is decorated,
 # before anything below it in this module exists.
-def _tree_id(request_id: str | None) -> str:
-    if request_id is None:
-        return uuid.uuid4().hex
-    if not _TREE_ID.match(request_id):
-        raise ApiError(400, "X-Request-Id must be 8-64 letters, digits, '-' or '_'", param="x-request-id")
-    return request_id
-
-
 async def _check(awaitable: Any, timeout_s: float = 5.0) -> dict[str, Any]:
     try:
         detail = await asyncio.wait_for(awaitable, timeout_s)
@@ -141,19 +130,26 @@ class _EventStream(StreamingResponse):
 
 @serve.deployment
 @serve.ingress(app)
-class Gateway:
+class Gateway(ReasoningRpc):
     def __init__(
         self,
         config: ClusterConfig,
         planner: DeploymentHandle,
         generator: DeploymentHandle,
         verifier: DeploymentHandle,
+        runner: DeploymentHandle,
     ) -> None:
         if config.redis.url is None:
             raise ValueError("redis.url must be set before deploying the gateway (or set REDIS_URL)")
         self._config = config
         self._planner = planner
-        self._workers = {"planner": planner, "branch_generator": generator, "verifier": verifier}
+        self._runner = runner
+        self._workers = {
+            "planner": planner,
+            "branch_generator": generator,
+            "verifier": verifier,
+            "job_runner": runner,
+        }
         # Metrics are exported through Ray's metrics agent (monitoring.metrics).
         self._metrics = GatewayMetrics(statuses={AdmissionRejected: 429})
         self._redis_metrics = RedisMetrics("gateway", self._metrics.metrics)
@@ -161,6 +157,7 @@ class Gateway:
         keys = KeySpace(config.redis.key_prefix)
         self._store = TreeStore(self._redis, keys)
         self._ledger = BudgetLedger(self._redis, keys)
+        self._jobs = JobStore(self._redis, config.redis.key_prefix)
         self._prompts = PromptBuilder(load_tokenizer(config.model))
         # The in-flight registry feeds both admission control and the autoscalers' demand.
         self._admission: AdmissionController | None = None
@@ -203,16 +200,9 @@ class Gateway:
     async def _chat_completions(self, request: Request, tracked: RequestTracker) -> Response:
         caller = self._caller(request)
         tracked.tenant = caller.tenant
-        raw = await request.body()
-        if len(raw) > self._config.http.max_request_bytes:
-            raise ApiError(
-                413,
-                f"request body is {len(raw)} bytes; the limit is {self._config.http.max_request_bytes}",
-                code="request_too_large",
-            )
-        body = parse_chat_request(raw)
+        body = parse_chat_request(await self._read_body(request))
         self._check_model(body.model)
-        effort = self._effort(body, caller)
+        effort = self._effort(body.reasoning_effort, caller)
         tracked.effort = effort.value
         request_id = request.headers.get("x-request-id")
         solve = self._solve_request(body, effort, caller, request_id)
@@ -335,6 +325,16 @@ class Gateway:
     def _caller(self, request: Request) -> Caller:
         return authenticate(request.headers.get("authorization"), self._config.auth)
 
+    async def _read_body(self, request: Request) -> bytes:
+        raw = await request.body()
+        if len(raw) > self._config.http.max_request_bytes:
+            raise ApiError(
+                413,
+                f"request body is {len(raw)} bytes; the limit is {self._config.http.max_request_bytes}",
+                code="request_too_large",
+            )
+        return raw
+
     def _check_model(self, model: str) -> None:
         if model not in (DEFAULT_MODEL_ALIAS, self._config.model.name):
             raise ApiError(
@@ -346,8 +346,8 @@ class Gateway:
                 code="model_not_found",
             )
 
-    def _effort(self, body: ChatCompletionRequest, caller: Caller) -> Effort:
-        effort = body.reasoning_effort or self._config.default_effort
+    def _effort(self, requested: Effort | None, caller: Caller) -> Effort:
+        effort = requested or self._config.default_effort
         ceiling = caller.max_effort
         if effort.rank > ceiling.rank:
             raise ApiError(
@@ -360,7 +360,7 @@ class Gateway:
         return effort
 
     def _solve_request(
-        self, body: ChatCompletionRequest, effort: Effort, caller: Caller, request_id: str | None
+        self, body: ProblemRequest, effort: Effort, caller: Caller, request_id: str | None
     ) -> SolveRequest:
         try:
             problem = build_problem(body.chat_messages(), body.task)
@@ -381,7 +381,7 @@ class Gateway:
                 code="context_length_exceeded",
             )
         return SolveRequest(
-            tree_id=_tree_id(request_id),
+            tree_id=tree_id_for(request_id),
             tenant=caller.tenant,
             effort=effort,
             problem=problem,
@@ -393,7 +393,7 @@ class Gateway:
 
     async def _admit(
         self,
-        body: ChatCompletionRequest,
+        body: ProblemRequest,
         solve: SolveRequest,
         effort: Effort,
         caller: Caller,
@@ -409,7 +409,7 @@ class Gateway:
 
         return await self._admission.admit(caller.tenant, solve.tree_id, effort, cost_of)
 
-    def _tokens_for(self, body: ChatCompletionRequest, effort: Effort) -> int:
+    def _tokens_for(self, body: ProblemRequest, effort: Effort) -> int:
         budget = self._config.budget_for(effort)
         cap = body.completion_cap()
         return min(budget.max_reasoning_tokens, cap) if cap is not None else budget.max_reasoning_tokens
@@ -461,37 +461,4 @@ class Gateway:
 
     async def _search(self, solve: SolveRequest, effort: Effort) -> SolveResult:
         """Run the search of a started tree on a planner; failures become ApiErrors."""
-        budget = self._config.budget_for(effort)
-        try:
-            return await asyncio.wait_for(self._call_planner(solve), budget.deadline_s + DEADLINE_GRACE_S)
-        except DeadlineExceeded as exc:
-            raise ApiError(504, f"{exc}; try a lower reasoning_effort", type="timeout_error") from exc
-        except TimeoutError as exc:
-            raise ApiError(
-                504, f"no answer within the {effort.value} deadline", type="timeout_error"
-            ) from exc
-        except Exception as exc:
-            logger.exception("tree %s failed", solve.tree_id)
-            raise ApiError(
-                500,
-                f"the search failed: {type(exc).__name__}; tree {solve.tree_id} holds what was done",
-                type="server_error",
-            ) from exc
-
-    async def _call_planner(self, solve: SolveRequest) -> SolveResult:
-        """Run the search on a planner; if the planner dies, resume the tree on another."""
-        for attempt in range(PLANNER_RESUMES + 1):
-            response = self._planner.solve.remote(solve if attempt == 0 else replace(solve, resume=True))
-            try:
-                return await response
-            except asyncio.CancelledError:
-                # Awaiting a DeploymentResponse does not cancel the call. Cancelling it cancels the
-                # planner's task: the tree is marked cancelled and its reservations are released.
-                response.cancel()
-                raise
-            except RayActorError:
-                if attempt == PLANNER_RESUMES:
-                    raise
-                # Serve replaces the dead replica; the tree in Redis holds what it had done.
-                logger.warning("the planner of tree %s died; resuming the tree", solve.tree_id)
-        raise AssertionError("unreachable: the last attempt returns or raises")
+        return await solve_on_planner(self._planner, solve, self._config.budget_for(effort))

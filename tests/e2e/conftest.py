@@ -20,7 +20,7 @@ def free_port() -> int:
 
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[LocalCluster]:
-    with LocalCluster(load_config(), port=free_port()) as running:
+    with LocalCluster(load_config(), port=free_port(), grpc_port=free_port()) as running:
         yield running
 
 
