@@ -116,30 +116,18 @@ class ProblemRequest(Protocol):
     def completion_cap(self) -> int | None: ...
 
 
-class ChatCompletionRequest(BaseModel):
-    """The subset of OpenAI's chat completion body this service honours, plus its extensions."""
+class ProblemFields(BaseModel):
+    """Fields the chat and the Responses requests share: the seed and this service's extensions."""
 
     # OpenAI clients send parameters this service does not use (top_p, user, ...); they are
     # ignored rather than refused, like the OpenAI API does for optional hints.
     model_config = ConfigDict(extra="ignore", strict=True)
 
-    model: str
-    messages: list[MessageIn] = Field(min_length=1)
-    reasoning_effort: Effort | None = None
-    max_completion_tokens: int | None = Field(default=None, ge=MIN_COMPLETION_TOKENS)
-    max_tokens: int | None = Field(default=None, ge=MIN_COMPLETION_TOKENS)
     seed: int | None = None
-    n: int = Field(default=1, ge=1, le=1)
-    stream: bool = False
     # Extension: the task family selects prompt, answer format and verifiers.
     task: TaskFamily = TaskFamily.GENERAL
     # Extension: run this search strategy within the effort's budget (evaluation baselines).
     strategy: str | None = None
-
-    @field_validator("reasoning_effort", mode="before")
-    @classmethod
-    def _effort(cls, value: object) -> object:
-        return effort_field("reasoning_effort", value)
 
     @field_validator("task", mode="before")
     @classmethod
@@ -150,6 +138,23 @@ class ChatCompletionRequest(BaseModel):
     @classmethod
     def _strategy(cls, value: str | None) -> str | None:
         return strategy_field(value)
+
+
+class ChatCompletionRequest(ProblemFields):
+    """The subset of OpenAI's chat completion body this service honours, plus its extensions."""
+
+    model: str
+    messages: list[MessageIn] = Field(min_length=1)
+    reasoning_effort: Effort | None = None
+    max_completion_tokens: int | None = Field(default=None, ge=MIN_COMPLETION_TOKENS)
+    max_tokens: int | None = Field(default=None, ge=MIN_COMPLETION_TOKENS)
+    n: int = Field(default=1, ge=1, le=1)
+    stream: bool = False
+
+    @field_validator("reasoning_effort", mode="before")
+    @classmethod
+    def _effort(cls, value: object) -> object:
+        return effort_field("reasoning_effort", value)
 
     def chat_messages(self) -> tuple[ChatMessage, ...]:
         # OpenAI's newer "developer" role is what older templates call "system".

@@ -23,14 +23,13 @@ from cluster.api import (
     MIN_COMPLETION_TOKENS,
     ApiError,
     BudgetView,
+    ProblemFields,
     effort_field,
     json_object,
-    strategy_field,
-    task_field,
     validation_error,
 )
 from cluster.streaming import describe_event
-from cluster.types import ChatMessage, Effort, SolveResult, TaskFamily, Usage
+from cluster.types import ChatMessage, Effort, SolveResult, Usage
 
 SummaryDetail = Literal["auto", "concise", "detailed"]
 ResponseStatus = Literal["queued", "in_progress", "completed", "incomplete", "failed", "cancelled"]
@@ -88,10 +87,8 @@ class ReasoningOptions(BaseModel):
         raise ValueError(f"reasoning.summary must be one of {', '.join(map(repr, allowed))}; got {value!r}")
 
 
-class ResponseCreateRequest(BaseModel):
+class ResponseCreateRequest(ProblemFields):
     """The body of `POST /v1/responses`; fields this service does not use are ignored."""
-
-    model_config = ConfigDict(extra="ignore", strict=True)
 
     model: str
     input: str | list[InputMessage]
@@ -102,20 +99,6 @@ class ResponseCreateRequest(BaseModel):
     background: bool = False
     store: bool = True
     metadata: dict[str, str] | None = None
-    seed: int | None = None
-    # Extensions, as in the chat API.
-    task: TaskFamily = TaskFamily.GENERAL
-    strategy: str | None = None
-
-    @field_validator("task", mode="before")
-    @classmethod
-    def _task(cls, value: object) -> object:
-        return task_field(value)
-
-    @field_validator("strategy")
-    @classmethod
-    def _strategy(cls, value: str | None) -> str | None:
-        return strategy_field(value)
 
     @field_validator("metadata")
     @classmethod
