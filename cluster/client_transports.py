@@ -5,6 +5,7 @@ raise `ReasoningError`, marked `transient` where a retry with the same request i
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -22,6 +23,8 @@ FINAL_STATUSES = frozenset({"completed", "incomplete", "failed", "cancelled"})
 # HTTP statuses (and gRPC codes) after which the same request may be sent again.
 TRANSIENT_STATUSES = frozenset({502, 503})
 # The HTTP status of a gRPC code (RESOURCE_EXHAUSTED reads as 429, the later entry).
+# How often in a row an HTTP event stream that broke off is resumed.
+FOLLOW_RESUMES = 5
 _HTTP_STATUS = {code: status for status, code in STATUS_CODES.items()}
 
 
@@ -139,10 +142,12 @@ class HttpTransport:
                 extra_headers={"X-Request-Id": request_id},
                 timeout=timeout_s,
             )
-            async for event in events:
-                mapped = _http_event(event.model_dump())
-                if mapped is not None:
-                    yield mapped
+            # Leaving early closes the connection, which cancels a plain (not background) search.
+            async with events:
+                async for event in events:
+                    mapped = _http_event(event.model_dump())
+                    if mapped is not None:
+                        yield mapped
 
     async def retrieve(self, response_id: str, timeout_s: float | None) -> ReasoningResult:
         with _http_errors():
@@ -150,25 +155,30 @@ class HttpTransport:
         return _result(response.model_dump())
 
     async def follow(self, response_id: str, timeout_s: float | None) -> AsyncIterator[ReasoningEvent]:
-        """The response's events, resumed after the last one seen if the connection drops."""
+        """The response's events, resumed after the last one seen if the connection drops
+        (up to FOLLOW_RESUMES times in a row)."""
         after = -1
+        failures = 0
         while True:
             try:
                 with _http_errors():
                     events = await self._openai.responses.retrieve(
                         response_id, stream=True, starting_after=after, timeout=timeout_s
                     )
-                    async for event in events:
-                        after = event.sequence_number
-                        mapped = _http_event(event.model_dump())
-                        if mapped is not None:
-                            yield mapped
-                            if mapped.kind == "done":
-                                return
+                    async with events:
+                        async for event in events:
+                            after, failures = event.sequence_number, 0
+                            mapped = _http_event(event.model_dump())
+                            if mapped is not None:
+                                yield mapped
+                                if mapped.kind == "done":
+                                    return
                 return
             except ReasoningError as exc:
-                if not exc.transient:
+                failures += 1
+                if not exc.transient or failures > FOLLOW_RESUMES:
                     raise
+                await asyncio.sleep(0.5 * 2**failures)
 
     async def cancel(self, response_id: str, timeout_s: float | None) -> ReasoningResult:
         with _http_errors():
