@@ -181,9 +181,12 @@ def _abort(grpc_context: RayServegRPCContext, exc: ApiError) -> NoReturn:
 
 def _is_loopback(host: str) -> bool:
     try:
-        return ipaddress.ip_address(host).is_loopback
+        address = ipaddress.ip_address(host)
     except ValueError:
         return host == "localhost"
+    # A dual-stack listener ([::], as Serve binds) sees IPv4 callers as ::ffff:a.b.c.d.
+    mapped = address.ipv4_mapped if isinstance(address, ipaddress.IPv6Address) else None
+    return (mapped or address).is_loopback
 
 
 def _peer_is_loopback(peer: str) -> bool:

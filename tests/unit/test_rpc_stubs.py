@@ -94,6 +94,8 @@ def test_response_and_errors_map_onto_the_http_api() -> None:
     [
         ("ipv4:127.0.0.1:50123", True),
         ("ipv6:[::1]:50123", True),
+        ("ipv6:[::ffff:127.0.0.1]:50123", True),
+        ("ipv6:[::ffff:192.168.1.9]:50123", False),
         ("ipv4:10.1.2.3:50123", False),
         ("ipv6:[2001:db8::5]:443", False),
         ("unix:/tmp/grpc.sock", True),
