@@ -337,6 +337,16 @@ def response_object(
     }
 
 
+def summary_texts(response: Mapping[str, Any]) -> list[str]:
+    """The reasoning summary's parts in a stored Response object."""
+    return [
+        part["text"]
+        for item in response.get("output", [])
+        if item.get("type") == "reasoning"
+        for part in item.get("summary", [])
+    ]
+
+
 def output_text(response: Mapping[str, Any]) -> str:
     """The answer in a stored Response object ('' when it has none)."""
     texts = [

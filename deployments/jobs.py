@@ -32,10 +32,11 @@ from cluster.responses import (
     outcome_of,
     path_steps,
     progress_part,
+    summary_texts,
 )
 from cluster.search.context import TOKENS
 from cluster.store import BudgetLedger, KeySpace, TreeStore
-from cluster.store.jobs import JobNotFoundError, JobStore
+from cluster.store.jobs import JobNotFoundError, JobRecord, JobStore
 from cluster.types import SolveRequest, SolveResult
 from deployments.solving import solve_on_planner
 from monitoring.metrics import GatewayMetrics, RedisMetrics, RequestTracker, instrumented_redis
@@ -46,6 +47,10 @@ logger = logging.getLogger(__name__)
 POLL_MS = 250
 # How long a cancelled job waits for the planner to stop its search before it reports.
 STOP_WAIT_S = 10
+# A runner replica renews its heartbeat this often; a job whose runner's heartbeat is this old
+# died with its runner.
+HEARTBEAT_EVERY_S = 5
+HEARTBEAT_TTL_S = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,15 +91,29 @@ class JobRunner:
                 self._redis, config.admission, config.redis.key_prefix, config.autoscaling.min_slack_s
             )
         self._running: dict[str, asyncio.Task[None]] = {}
+        self._replica = serve.get_replica_context().replica_id.unique_id
+        self._heartbeat: asyncio.Task[None] | None = None
 
     async def submit(self, job: ResponseJob) -> None:
         """Start the job and return at once; it runs on in this replica."""
+        await self._jobs.beat(self._replica, HEARTBEAT_TTL_S)
+        if self._heartbeat is None:
+            self._heartbeat = asyncio.get_running_loop().create_task(self._beat())
+        await self._jobs.claim(job.job_id, self._replica)
         task = asyncio.get_running_loop().create_task(self._run(job))
         self._running[job.job_id] = task
         task.add_done_callback(lambda _: self._running.pop(job.job_id, None))
 
     async def check_health(self) -> None:
         await self._redis_metrics.probe(self._redis)
+
+    async def _beat(self) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT_EVERY_S)
+            try:
+                await self._jobs.beat(self._replica, HEARTBEAT_TTL_S)
+            except Exception:  # Redis away for a moment: the next beat may reach it
+                logger.warning("job runner %s could not renew its heartbeat", self._replica, exc_info=True)
 
     async def health(self) -> dict[str, Any]:
         await self._redis.ping()
@@ -193,3 +212,26 @@ class JobRunner:
         nodes = {node.node_id: node for node in tree.nodes}
         texts = [nodes[i].text for i in result.winning_path if i in nodes and nodes[i].depth > 0]
         return path_steps(texts), tree.meta.extra.get("reason")
+
+
+async def fail_if_orphaned(jobs: JobStore, record: JobRecord) -> bool:
+    """End a job whose runner replica died with it: `failed`, with its last events. True if so.
+
+    Only a job that has not ended and whose runner's heartbeat expired qualifies; of readers
+    that find it at once, one writes.
+    """
+    if record.final or record.runner is None or await jobs.runner_alive(record.runner):
+        return False
+    shape = ResponseShape.from_dict(record.shape)
+    last = await jobs.last_sequence(record.job_id)
+    events = ResponseEvents(shape, sequence=last + 1)
+    events.parts = summary_texts(record.response)
+    stopped = ApiError(
+        500,
+        f"the job runner running this response stopped; tree {shape.tree_id} holds what was done; "
+        "send the request again",
+        type="server_error",
+    )
+    final = events.finished(Outcome("failed", error=stopped))
+    # Nothing is written if the job ended or got another event since it was read.
+    return await jobs.end(record.job_id, last, final, final[-1]["response"])

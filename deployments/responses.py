@@ -34,7 +34,7 @@ from cluster.responses import (
 )
 from cluster.store.jobs import JobRecord, JobStore
 from cluster.types import Effort, SolveRequest
-from deployments.jobs import ResponseJob
+from deployments.jobs import ResponseJob, fail_if_orphaned
 from deployments.solving import DEADLINE_GRACE_S
 
 # A stream waits this long for new events before it looks at the job record again.
@@ -168,6 +168,8 @@ class ResponsesApi:
             raise ApiError(
                 404, f"no response {response_id!r} (it may have expired)", type="not_found_error", param="id"
             )
+        if await fail_if_orphaned(self._jobs, record):
+            return await self._owned_job(response_id, caller)
         return record
 
     async def _finished(self, record: JobRecord) -> dict[str, Any]:
@@ -235,6 +237,8 @@ class ResponsesApi:
                 for event in await self._jobs.read_events(job_id, after):
                     yield event
                 return
+            # A job whose runner died gets its last events here; the next read returns them.
+            await fail_if_orphaned(self._jobs, record)
 
     async def _job_stream(self, job_id: str, after: int, cancel_on_exit: bool) -> AsyncIterator[bytes]:
         ended = False

@@ -29,6 +29,7 @@ from cluster.rpc import reasoning_pb2 as pb
 from cluster.rpc.messages import grpc_code, progress_message, request_body, response_message, tree_message
 from cluster.store import TreeStore
 from cluster.store.jobs import JobRecord
+from deployments.jobs import fail_if_orphaned
 from deployments.responses import ResponsesApi
 
 # A stream waits this long for new tree events before it looks at the job record again.
@@ -162,6 +163,7 @@ class ReasoningRpc(ResponsesApi):
                     after = event_id
                     yield event["kind"], event["data"]
                 return
+            await fail_if_orphaned(self._jobs, record)
 
 
 class RpcAborted(Exception):

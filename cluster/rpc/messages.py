@@ -13,7 +13,7 @@ from typing import Any
 import grpc
 
 from cluster.api import ApiError
-from cluster.responses import output_text
+from cluster.responses import output_text, summary_texts
 from cluster.rpc import reasoning_pb2 as pb
 from cluster.store import ThoughtTree
 from cluster.streaming import describe_event
@@ -60,17 +60,11 @@ def request_body(request: pb.ReasonRequest) -> dict[str, Any]:
 def response_message(response: Mapping[str, Any]) -> pb.ReasonResponse:
     """A stored Response object (the HTTP API's JSON) as a ReasonResponse."""
     reasoning = response.get("reasoning") or {}
-    summary = [
-        part["text"]
-        for item in response.get("output", [])
-        if item.get("type") == "reasoning"
-        for part in item.get("summary", [])
-    ]
     message = pb.ReasonResponse(
         id=response["id"],
         status=response["status"],
         answer=output_text(response),
-        summary=summary,
+        summary=summary_texts(response),
         tree_id=reasoning.get("tree_id", ""),
         effort=reasoning.get("effort", ""),
         strategy=reasoning.get("strategy", ""),

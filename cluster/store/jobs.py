@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -49,6 +49,25 @@ return 1
 """
 
 
+# KEYS: job hash, events. ARGV: the sequence number the events must follow, status, response
+# JSON, then entry id / event JSON pairs. Ends a job that has not ended and whose stream still
+# stops at that sequence number: events and final status together, or nothing.
+_END_LUA = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return 0 end
+if status == 'completed' or status == 'incomplete' or status == 'failed' or status == 'cancelled' then
+  return 0
+end
+local top = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
+local last = -1
+if #top > 0 then last = tonumber(string.match(top[1][1], '^(%d+)')) - 1 end
+if last ~= tonumber(ARGV[1]) then return 0 end
+for i = 4, #ARGV, 2 do redis.call('XADD', KEYS[2], ARGV[i], 'event', ARGV[i + 1]) end
+redis.call('HSET', KEYS[1], 'status', ARGV[2], 'response', ARGV[3])
+return 1
+"""
+
+
 class JobNotFoundError(KeyError):
     """The job was deleted or expired while it was written to."""
 
@@ -68,6 +87,8 @@ class JobRecord:
     # What the response echoes of its request (cluster.responses.ResponseShape.to_dict()).
     shape: dict[str, Any]
     cancel_requested: bool = False
+    # The job runner replica running it (set when the runner takes the job).
+    runner: str | None = None
 
     @property
     def final(self) -> bool:
@@ -86,6 +107,7 @@ class JobStore:
         self._create = redis.register_script(_CREATE_LUA)
         self._update = redis.register_script(_UPDATE_LUA)
         self._append = redis.register_script(_APPEND_LUA)
+        self._end = redis.register_script(_END_LUA)
 
     def _key(self, job_id: str) -> str:
         if not job_id or "{" in job_id or "}" in job_id:
@@ -136,6 +158,7 @@ class JobStore:
             response=json.loads(data.get("response", "{}")),
             shape=json.loads(data.get("shape", "{}")),
             cancel_requested=data.get("cancel_requested") == "1",
+            runner=data.get("runner"),
         )
 
     async def save_response(self, job_id: str, response: Mapping[str, Any]) -> None:
@@ -143,6 +166,42 @@ class JobStore:
         args = ["status", str(response["status"]), "response", json.dumps(response)]
         if not await self._update(keys=[self._key(job_id)], args=args):
             raise JobNotFoundError(job_id)
+
+    async def claim(self, job_id: str, runner: str) -> None:
+        """Record which job runner replica runs the job."""
+        if not await self._update(keys=[self._key(job_id)], args=["runner", runner]):
+            raise JobNotFoundError(job_id)
+
+    async def beat(self, runner: str, ttl_s: int) -> None:
+        """A runner replica says it is alive for the next `ttl_s`."""
+        await self._redis.set(self._runner_key(runner), "1", ex=ttl_s)
+
+    async def runner_alive(self, runner: str) -> bool:
+        return bool(await self._redis.exists(self._runner_key(runner)))
+
+    def _runner_key(self, runner: str) -> str:
+        return f"{self._prefix}:resp-runner:{runner}"
+
+    async def last_sequence(self, job_id: str) -> int:
+        """The sequence number of the job's last event; -1 before the first."""
+        reply = await _await(self._redis.xrevrange(self._events_key(job_id), count=1))
+        if not reply:
+            return -1
+        return int(as_text(reply[0][0]).partition("-")[0]) - 1
+
+    async def end(
+        self,
+        job_id: str,
+        after_sequence: int,
+        events: Sequence[Mapping[str, Any]],
+        response: Mapping[str, Any],
+    ) -> bool:
+        """Append a job's last events and store its final response, at once, if it has not ended
+        and its stream still stops at `after_sequence` (else nothing is written: False)."""
+        args = [str(after_sequence), str(response["status"]), json.dumps(response)]
+        for event in events:
+            args += [f"{int(event['sequence_number']) + 1}-0", json.dumps(event)]
+        return bool(await self._end(keys=[self._key(job_id), self._events_key(job_id)], args=args))
 
     async def request_cancel(self, job_id: str) -> bool:
         """Ask whoever runs the job to stop it; False when there is no such job."""

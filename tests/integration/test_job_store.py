@@ -83,3 +83,41 @@ async def test_events_expire_with_their_job(redis_client: Redis) -> None:
     await store.expire("job-0001", 1)
     await asyncio.sleep(1.2)
     assert await store.get("job-0001") is None and await store.read_events("job-0001") == []
+
+
+async def test_a_job_whose_runner_died_ends_failed_once(redis_client: Redis) -> None:
+    from cluster.responses import ResponseEvents, ResponseShape, response_object
+    from cluster.types import Effort
+    from deployments.jobs import fail_if_orphaned
+
+    store = JobStore(redis_client, "t")
+    shape = ResponseShape(
+        tree_id="job-0001", model="default", effort=Effort.LOW, summary="auto", background=True
+    )
+    await store.create(
+        "job-0001",
+        "acme",
+        background=True,
+        digest="d1",
+        response=response_object(shape, "queued"),
+        shape=shape.to_dict(),
+        ttl_s=60,
+    )
+    events = ResponseEvents(shape)
+    for event in events.started() + events.summary_part("depth 1: explored 2"):
+        await store.append_event("job-0001", event)
+    await store.save_response("job-0001", events.response("in_progress"))
+    await store.claim("job-0001", "runner-a")
+    await store.beat("runner-a", 5)
+    record = await store.get("job-0001")
+    assert record is not None and record.runner == "runner-a"
+    assert not await fail_if_orphaned(store, record)  # its runner is alive
+    await redis_client.delete("t:resp-runner:runner-a")
+    assert await fail_if_orphaned(store, record)
+    assert not await fail_if_orphaned(store, record)  # the stale copy: its events are written
+    ended = await store.get("job-0001")
+    assert ended is not None and ended.status == "failed"
+    assert "job runner" in ended.response["error"]["message"]
+    assert ended.response["output"][0]["summary"] == [{"type": "summary_text", "text": "depth 1: explored 2"}]
+    numbers = [e["sequence_number"] for e in await store.read_events("job-0001")]
+    assert numbers == list(range(len(numbers))) and await store.last_sequence("job-0001") == numbers[-1]
