@@ -49,6 +49,8 @@ __all__ = [
 
 LOCAL_URL = "http://127.0.0.1:8000"
 LOCAL_GRPC = "127.0.0.1:9000"
+# How long stopping a job whose caller gave up may take.
+STOP_TIMEOUT_S = 30.0
 TransportName = Literal["http", "grpc"]
 Input = str | list[dict[str, str]]
 T = TypeVar("T")
@@ -99,9 +101,24 @@ class AsyncReasoningClient:
     async def respond(
         self, input: Input, *, request_id: str | None = None, timeout_s: float | None = None, **options: Any
     ) -> ReasoningResult:
-        """Solve and wait for the answer. Leaving (cancelling the call) cancels the search."""
-        request, rid = _request(input, options), request_id or new_request_id()
-        return await self._retried(lambda: self._transport.create(request, rid, False, timeout_s))
+        """Solve and wait for the answer, within `timeout_s` (then: ReasoningError 504).
+
+        It runs as a background job that this call follows, so a dropped connection is resumed
+        (or the request retried under its id) without losing or repeating the search; when the
+        call is cancelled or its deadline passes, it cancels the job.
+        """
+        job = await self.submit(input, request_id=request_id, timeout_s=timeout_s, **options)
+        try:
+            async with asyncio.timeout(timeout_s):
+                return await self.wait(job.id)
+        except TimeoutError as exc:
+            await asyncio.shield(self._stop(job.id))
+            raise ReasoningError(
+                504, f"no answer within {timeout_s:g} s; response {job.id} was cancelled", "deadline_exceeded"
+            ) from exc
+        except asyncio.CancelledError:
+            await asyncio.shield(self._stop(job.id))
+            raise
 
     async def submit(
         self, input: Input, *, request_id: str | None = None, timeout_s: float | None = None, **options: Any
@@ -139,6 +156,12 @@ class AsyncReasoningClient:
 
     async def close(self) -> None:
         await self._transport.close()
+
+    async def _stop(self, response_id: str) -> None:
+        try:
+            await self._transport.cancel(response_id, STOP_TIMEOUT_S)
+        except ReasoningError:  # it ended (or went) meanwhile: nothing is left to stop
+            return
 
     async def _retried(self, call: Callable[[], Awaitable[T]]) -> T:
         """Retry transient failures: the call carries the same request id each time."""
