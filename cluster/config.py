@@ -182,8 +182,8 @@ class GrpcConfig(_Strict):
     """The gRPC API (cluster/rpc/reasoning.proto) through Ray Serve's gRPC proxy."""
 
     enabled: bool = True
-    # Serve's gRPC proxy listens on every interface; while http.host is a loopback address the
-    # gateway answers loopback callers only.
+    # Serve's gRPC proxy listens on every interface (the local cluster rebinds it to loopback);
+    # while http.host is a loopback address the gateway answers loopback callers only.
     port: Annotated[int, Field(gt=0, lt=65536)] = 9000
 
 

@@ -6,9 +6,10 @@ the same validation, admission and job runner, the same messages in its errors, 
 gRPC status codes. When the client's deadline passes or it cancels, Serve cancels the call
 here, and that cancels the job's search.
 
-Ray Serve 2.60's gRPC proxy listens on every interface (it has no host option); while the
-HTTP listener is on loopback (`http.host`, the local default), the gateway refuses gRPC
-callers that are not on loopback too.
+Ray Serve 2.60's gRPC proxy listens on every interface (it has no host option; the local
+cluster rebinds it to loopback, cluster/local.py); wherever it listens wider while the HTTP
+listener is on loopback (`http.host`, the local default), the gateway refuses gRPC callers
+that are not on loopback too.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@ deadline that cancels the search, Cancel, and API keys checked as over HTTP."""
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -10,6 +11,7 @@ from typing import Any
 
 import grpc
 import httpx
+import psutil
 import pytest
 from ray import serve
 
@@ -67,6 +69,20 @@ def _wait_for(what: str, probe: Callable[[], Any], timeout_s: float = 120) -> An
             return found
         time.sleep(0.2)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_the_grpc_port_listens_on_loopback_only(cluster: LocalCluster) -> None:
+    # Serve's proxy binds every interface; the local cluster's worker setup hook rebinds it.
+    processes = [psutil.Process(os.getpid()), *psutil.Process(os.getpid()).children(recursive=True)]
+    addresses = set()
+    for process in processes:
+        try:
+            connections = process.net_connections(kind="inet")
+        except (psutil.NoSuchProcess, psutil.ZombieProcess):
+            continue  # ended since the listing
+        listening = [c for c in connections if c.status == psutil.CONN_LISTEN]
+        addresses |= {c.laddr.ip for c in listening if c.laddr.port == cluster.grpc_port}
+    assert addresses == {"127.0.0.1"}
 
 
 def test_reason_answers_with_usage_from_the_ledger(stub: ReasoningStub, cluster: LocalCluster) -> None:
