@@ -56,7 +56,7 @@ keep_ray_on_loopback()
 # Ray Serve 2.60's gRPC proxy listens on "[::]:<port>", every interface, with no host option
 # (ray/serve/_private/grpc_util.py). Every Ray worker of the local cluster runs this hook first
 # (runtime_env worker_process_setup_hook), which binds the proxy to loopback instead.
-SERVE_GRPC_SETUP_HOOK = "cluster.local:bind_serve_grpc_to_loopback"
+SERVE_GRPC_SETUP_HOOK = "cluster.local.bind_serve_grpc_to_loopback"  # module.function, as Ray loads it
 _ALL_INTERFACES = "[::]:"
 
 
