@@ -120,3 +120,37 @@ async def test_a_job_whose_runner_died_ends_failed_for_its_readers(redis_client:
     assert [e["sequence_number"] for e in streamed] == list(range(len(streamed)))
     record = await api._jobs.get(SHAPE.tree_id)
     assert record is not None and record.status == "failed"
+
+
+async def test_grpc_progress_is_the_trees_events_until_the_job_ends(redis_client: Redis) -> None:
+    from cluster.store import KeySpace, TreeMeta, TreeStore
+    from deployments.rpc import ReasoningRpc
+
+    rpc = ReasoningRpc()
+    rpc._jobs = JobStore(redis_client, "t")
+    rpc._store = TreeStore(redis_client, KeySpace("t"))
+    await rpc._jobs.create(
+        SHAPE.tree_id,
+        "acme",
+        background=False,
+        digest="d",
+        response=response_object(SHAPE, "queued"),
+        shape=SHAPE.to_dict(),
+        ttl_s=60,
+    )
+    await rpc._store.create_tree(TreeMeta(SHAPE.tree_id, "acme", "low", "single_chain"), 60)
+    await rpc._store.append_event(SHAPE.tree_id, "chains", {"count": 1, "tokens": 40})
+    progress = asyncio.create_task(_kinds(rpc))
+    await asyncio.sleep(0.5)
+    assert not progress.done()  # the job runs: more may come
+    await rpc._store.append_event(SHAPE.tree_id, "done", {"answer": "105"})
+    events = ResponseEvents(SHAPE)
+    final = events.started() + events.finished(outcome_of(RESULT, BudgetView(256, 40)))
+    for event in final:
+        await rpc._jobs.append_event(SHAPE.tree_id, event)
+    await rpc._jobs.save_response(SHAPE.tree_id, final[-1]["response"])
+    assert await asyncio.wait_for(progress, 10) == ["chains", "done"]
+
+
+async def _kinds(rpc: Any) -> list[str]:
+    return [kind async for kind, _ in rpc._tree_progress(SHAPE.tree_id)]
