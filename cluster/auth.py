@@ -46,13 +46,13 @@ def new_key() -> str:
 def authenticate(authorization: str | None, config: AuthConfig) -> Caller:
     """Map a `Bearer <key>` header to a caller; open mode when no tenants are configured."""
     if config.is_open:
-        return Caller(ANONYMOUS, Effort.HIGH)
+        return Caller(ANONYMOUS, Effort.XHIGH)
     digest = hash_key(_bearer_key(authorization)).encode()
     found: Caller | None = None
     # Every stored hash is compared, so the time taken says nothing about which one matched.
     for name, ops in config.ops.items():
         if hmac.compare_digest(digest, ops.api_key_sha256.get_secret_value().encode()):
-            found = Caller(OPS_PREFIX + name, Effort.HIGH, is_ops=True)
+            found = Caller(OPS_PREFIX + name, Effort.XHIGH, is_ops=True)
     for name, tenant in config.tenants.items():
         if hmac.compare_digest(digest, tenant.api_key_sha256.get_secret_value().encode()):
             found = Caller(name, tenant.max_effort)

@@ -20,6 +20,7 @@ from cluster.config import load_config
 from cluster.models import NAMED_MODELS, ensure_model, named_model, resolve_model_dir
 from cluster.search import strategy_names
 from cluster.tasks import task_names
+from cluster.types import Effort
 
 if TYPE_CHECKING:
     from cluster.evaluation import Record
@@ -44,11 +45,12 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--model", choices=sorted(NAMED_MODELS), help="serve this named model (default: the config's)"
     )
+    up.add_argument("--grpc-port", type=int, help="gRPC port (default: the config's, 9000)")
     up.set_defaults(run=_up)
 
     ask = commands.add_parser("ask", help="ask the running cluster a question")
     ask.add_argument("question")
-    ask.add_argument("--effort", choices=("low", "medium", "high"), default="medium")
+    ask.add_argument("--effort", choices=[e.value for e in Effort], default="medium")
     ask.add_argument("--task", choices=task_names(), default="general")
     ask.add_argument("--url", default=LOCAL_URL)
     ask.add_argument("--api-key", default="local")
@@ -188,8 +190,10 @@ def _up(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
-    with LocalCluster(config, port=args.port) as cluster:
+    with LocalCluster(config, port=args.port, grpc_port=args.grpc_port) as cluster:
         print(f"reasoning-cluster is serving on {cluster.url} (Ctrl-C stops it)", flush=True)
+        if cluster.grpc_target is not None:
+            print(f"gRPC (reasoning.v1.Reasoning): {cluster.grpc_target}", flush=True)
         print(f"Prometheus metrics: {cluster.metrics_url}", flush=True)
         stop.wait()
         print("stopping...", flush=True)

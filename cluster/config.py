@@ -296,13 +296,15 @@ class DeploymentsConfig(_Strict):
     planner: DeploymentSettings = DeploymentSettings()
     generator: DeploymentSettings = DeploymentSettings(num_cpus=1, max_ongoing_requests=256)
     verifier: DeploymentSettings = DeploymentSettings()
+    # Runs Responses API jobs (background ones included) detached from the gateway.
+    runner: DeploymentSettings = DeploymentSettings()
     generator_affinity: AffinitySettings = AffinitySettings()
 
 
 class TenantConfig(_Strict):
     api_key_sha256: KeySha256
     # The highest effort this tenant may ask for; requests may lower it, never raise it.
-    max_effort: Effort = Effort.HIGH
+    max_effort: Effort = Effort.XHIGH
 
 
 class OpsIdentity(_Strict):
@@ -358,6 +360,15 @@ class HttpConfig(_Strict):
             return ipaddress.ip_address(self.host).is_loopback
         except ValueError:
             return False
+
+
+class GrpcConfig(_Strict):
+    """The gRPC API (cluster/rpc/reasoning.proto) through Ray Serve's gRPC proxy."""
+
+    enabled: bool = True
+    # Serve's gRPC proxy listens on every interface (the local cluster rebinds it to loopback);
+    # while http.host is a loopback address the gateway answers loopback callers only.
+    port: Annotated[int, Field(gt=0, lt=65536)] = 9000
 
 
 class ScalingSettings(_Strict):
@@ -500,6 +511,7 @@ class ClusterConfig(_Strict):
     deployments: DeploymentsConfig = DeploymentsConfig()
     auth: AuthConfig = AuthConfig()
     http: HttpConfig = HttpConfig()
+    grpc: GrpcConfig = GrpcConfig()
     autoscaling: AutoscalingSettings = AutoscalingSettings()
     admission: AdmissionSettings = AdmissionSettings()
     # Limits of the sandbox that runs model-written Python (program verifiers).

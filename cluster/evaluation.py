@@ -24,14 +24,14 @@ from typing import Literal
 from cluster.api import MIN_COMPLETION_TOKENS
 from cluster.client import ReasoningClient
 from cluster.tasks import get_task, pose
-from cluster.types import ChatMessage
+from cluster.types import ChatMessage, Effort
 
 DatasetName = Literal["gsm8k", "game24"]
 SHIPPED = {"gsm8k": "gsm8k/train-500.jsonl", "game24": "game24/24-dev.csv"}
 TASK_OF = {"gsm8k": "math", "game24": "game24"}
 # Game of 24 targets are stated on a sample of at least 50 puzzles; GSM8K runs whole by default.
 DEFAULT_LIMIT: dict[str, int | None] = {"game24": 50, "gsm8k": None}
-EFFORT_ORDER = ("low", "medium", "high")
+EFFORT_ORDER = tuple(e.value for e in Effort)
 BASELINE_STRATEGY = "best_of_n"
 UNKNOWN_STRATEGY = "unknown"
 

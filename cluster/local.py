@@ -15,6 +15,7 @@ from types import TracebackType
 from typing import Any
 
 from cluster.config import ClusterConfig
+from cluster.rpc import SERVICER_FUNCTION
 from cluster.store.redis_server import EmbeddedRedis
 
 logger = logging.getLogger(__name__)
@@ -52,11 +53,31 @@ def keep_ray_on_loopback() -> None:
 
 keep_ray_on_loopback()
 
+# Ray Serve 2.60's gRPC proxy listens on "[::]:<port>", every interface, with no host option
+# (ray/serve/_private/grpc_util.py). Every Ray worker of the local cluster runs this hook first
+# (runtime_env worker_process_setup_hook), which binds the proxy to loopback instead.
+SERVE_GRPC_SETUP_HOOK = "cluster.local.bind_serve_grpc_to_loopback"  # module.function, as Ray loads it
+_ALL_INTERFACES = "[::]:"
+
+
+def bind_serve_grpc_to_loopback() -> None:
+    from ray.serve._private import default_impl
+
+    bind = default_impl.add_grpc_address
+
+    def on_loopback(grpc_server: Any, server_address: str) -> Any:
+        if server_address.startswith(_ALL_INTERFACES):
+            server_address = f"{LOOPBACK}:{server_address.removeprefix(_ALL_INTERFACES)}"
+        return bind(grpc_server, server_address)
+
+    default_impl.add_grpc_address = on_loopback
+
 
 class LocalCluster:
-    def __init__(self, config: ClusterConfig, port: int | None = None) -> None:
+    def __init__(self, config: ClusterConfig, port: int | None = None, grpc_port: int | None = None) -> None:
         self._config = config
         self.port = port if port is not None else config.http.port
+        self.grpc_port = grpc_port if grpc_port is not None else config.grpc.port
         self._redis: EmbeddedRedis | None = None
         self._ray_started = False
 
@@ -67,6 +88,11 @@ class LocalCluster:
     @property
     def url(self) -> str:
         return f"http://{LOOPBACK}:{self.port}"
+
+    @property
+    def grpc_target(self) -> str | None:
+        """`host:port` of the gRPC API, None when config turns it off."""
+        return f"{LOOPBACK}:{self.grpc_port}" if self._config.grpc.enabled else None
 
     @property
     def metrics_url(self) -> str:
@@ -106,16 +132,20 @@ class LocalCluster:
             num_cpus=max(os.cpu_count() or 1, 2),
             logging_level=logging.WARNING,
             log_to_driver=os.environ.get("RC_RAY_LOG_TO_DRIVER", "0") == "1",
+            runtime_env={"worker_process_setup_hook": SERVE_GRPC_SETUP_HOOK},
         )
         self._ray_started = True
 
     def _deploy(self) -> None:
         from ray import serve
 
-        serve.start(http_options={"host": LOOPBACK, "port": self.port})
+        grpc: dict[str, Any] = {}
+        if self._config.grpc.enabled:
+            grpc = {"port": self.grpc_port, "grpc_servicer_functions": [SERVICER_FUNCTION]}
+        serve.start(http_options={"host": LOOPBACK, "port": self.port}, grpc_options=grpc or None)
         app = import_object(APP_BUILDER)(self._config)
         serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)
-        logger.info("serving on %s", self.url)
+        logger.info("serving on %s (gRPC: %s)", self.url, self.grpc_target or "off")
 
     def stop(self) -> None:
         if self._ray_started:

@@ -12,9 +12,18 @@ from typing import Literal
 
 
 class Effort(enum.StrEnum):
+    """OpenAI's reasoning effort names, in order: tenant ceilings and degrading compare by it."""
+
+    NONE = "none"
+    MINIMAL = "minimal"
     LOW = "low"
     MEDIUM = "medium"
     HIGH = "high"
+    XHIGH = "xhigh"
+
+    @property
+    def rank(self) -> int:
+        return list(Effort).index(self)
 
 
 @dataclass(frozen=True, slots=True)

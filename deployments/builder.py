@@ -21,6 +21,7 @@ from cluster.config import (
 )
 from cluster.engine.vllm_engine import cpu_engine_env, use_cuda
 from deployments.gateway import Gateway
+from deployments.jobs import JobRunner
 from deployments.routing import AFFINITY_ROUTER
 from deployments.workers import BranchGenerator, Planner, Verifier
 
@@ -63,8 +64,11 @@ def build_app(config: ClusterConfig, generator_deployment: object = BranchGenera
         .options(**{**_options(settings.planner), **scaling["planner"]})
         .bind(config, generator, verifier)
     )
+    runner = _deployment(JobRunner).options(**_options(settings.runner)).bind(config, planner)
     return (
-        _deployment(Gateway).options(**_options(settings.gateway)).bind(config, planner, generator, verifier)
+        _deployment(Gateway)
+        .options(**_options(settings.gateway))
+        .bind(config, planner, generator, verifier, runner)
     )
 
 

@@ -12,14 +12,12 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, replace
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from ray import serve
-from ray.exceptions import RayActorError
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 from redis.asyncio import Redis
@@ -35,6 +33,7 @@ from cluster.api import (
     BudgetView,
     ChatCompletionRequest,
     ErrorType,
+    ProblemRequest,
     chat_completion_body,
     parse_chat_request,
 )
@@ -43,15 +42,16 @@ from cluster.auth import Caller, authenticate, cache_salt
 from cluster.config import ClusterConfig
 from cluster.engine.tokenizer import load_tokenizer
 from cluster.prompts import PromptBuilder
-from cluster.search.controller import DeadlineExceeded
 from cluster.store import TOKENS, VERIFIER_CALLS, BudgetLedger, KeySpace, TreeExistsError, TreeMeta, TreeStore
+from cluster.store.jobs import JobStore
 from cluster.store.responses import ResponseStore
 from cluster.streaming import SSE_DONE, ChunkStream, sse
 from cluster.tasks import InvalidProblem, pose
-from cluster.types import Effort, Problem, SolveRequest, SolveResult
+from cluster.types import Effort, SolveRequest, SolveResult
 from deployments.errors import GeneratorWatch, api_error
 from deployments.intake import (
     ControlTokenGuard,
+    Prepared,
     Ticket,
     read_body,
     readable_ids,
@@ -59,16 +59,15 @@ from deployments.intake import (
     ticket_for,
 )
 from deployments.recovery import REDIS_DOWN, Recovery
+from deployments.responses import router as responses_router
+from deployments.rpc import ReasoningRpc
+from deployments.solving import DEADLINE_GRACE_S, solve_on_planner
 from deployments.workers import GENERATOR_DEPLOYMENT
 from monitoring.metrics import GatewayMetrics, RedisMetrics, RequestTracker, instrumented_redis
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL_ALIAS = "default"
-# How often one request resumes its tree after its planner replica died.
-PLANNER_RESUMES = 2
-# Time the gateway waits beyond the deadline for the planner to answer with what it has.
-DEADLINE_GRACE_S = 10.0
 # A stream waits this long for new progress events before it checks on the search again.
 EVENT_POLL_MS = 250
 # Events after which the planner returns at once: the stream waits for its result instead.
@@ -88,6 +87,7 @@ REQUEST_FINGERPRINT = "request_sha256"
 # No schema or docs routes: the API is documented in the README, and the schema is produced
 # in-process where it is needed (tests/e2e/test_security.py).
 app = FastAPI(title="reasoning-cluster", docs_url=None, redoc_url=None, openapi_url=None)
+app.include_router(responses_router)
 
 
 @app.exception_handler(ApiError)
@@ -146,15 +146,6 @@ async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResp
 
 # Helpers stand above the deployment class: Serve pickles the class when it is decorated,
 # before anything below it in this module exists.
-@dataclass(frozen=True, slots=True)
-class _Prepared:
-    """A request's problem and rendered prompt (the costly part, done off the event loop)."""
-
-    problem: Problem
-    prompt: str
-    prompt_tokens: int
-
-
 def _no_tree(tree_id: str) -> ApiError:
     # One answer for "never existed", "expired", "not yours" and "not an id at all".
     shown = tree_id if len(tree_id) <= 64 else tree_id[:64] + "..."
@@ -211,17 +202,24 @@ class _EventStream(StreamingResponse):
 
 @serve.deployment
 @serve.ingress(app)
-class Gateway:
+class Gateway(ReasoningRpc):
     def __init__(
         self,
         config: ClusterConfig,
         planner: DeploymentHandle,
         generator: DeploymentHandle,
         verifier: DeploymentHandle,
+        runner: DeploymentHandle,
     ) -> None:
         self._config = config
         self._planner = planner
-        self._workers = {"planner": planner, "branch_generator": generator, "verifier": verifier}
+        self._runner = runner
+        self._workers = {
+            "planner": planner,
+            "branch_generator": generator,
+            "verifier": verifier,
+            "job_runner": runner,
+        }
         # Metrics are exported through Ray's metrics agent (monitoring.metrics).
         self._metrics = GatewayMetrics(
             statuses={
@@ -255,6 +253,7 @@ class Gateway:
         )
         self._health: asyncio.Task[tuple[bool, dict[str, Any]]] | None = None
         self._health_at = 0.0
+        self._jobs = JobStore(self._redis, config.redis.key_prefix)
         # The in-flight registry feeds both admission control and the autoscalers' demand.
         self._admission: AdmissionController | None = None
         if config.admission.enabled or config.autoscaling.enabled:
@@ -299,16 +298,15 @@ class Gateway:
         caller = self._caller(request)
         tracked.tenant = caller.tenant
         await self._limiter.take(caller.tenant, "requests")
-        raw = await read_body(request, self._config.http.max_request_bytes)
-        body = parse_chat_request(raw)
+        body = parse_chat_request(await self._read_body(request))
         self._check_model(body.model)
-        effort = self._effort(body, caller)
+        effort = self._effort(body.reasoning_effort, caller)
         tracked.effort = effort.value
         ticket = ticket_for(request.headers.get("x-request-id"), caller, body)
         if ticket.request_id is not None and (meta := await self._store.get_meta(ticket.tree_id)):
             return await self._replay(meta, ticket, body)
         prepared = await self._prepare(body)
-        solve = self._solve_request(body, effort, caller, ticket, prepared, arrived)
+        solve = self._solve_request(body, effort, caller, ticket.tree_id, prepared, arrived)
         await self._generators.require()
         try:
             return await self._answer(body, ticket, solve, effort, caller, prepared, tracked, arrived)
@@ -327,7 +325,7 @@ class Gateway:
         solve: SolveRequest,
         effort: Effort,
         caller: Caller,
-        prepared: _Prepared,
+        prepared: Prepared,
         tracked: RequestTracker,
         arrived: float,
     ) -> Response:
@@ -338,20 +336,21 @@ class Gateway:
                 held.push_async_callback(self._admission_release, admission)
                 if admission.degraded:
                     effort = admission.effort
-                    solve = self._solve_request(body, effort, caller, ticket, prepared, arrived)
+                    solve = self._solve_request(body, effort, caller, ticket.tree_id, prepared, arrived)
                     tracked.effort = effort.value
-            await self._start_tree(solve, effort, admission, ticket)
+            fingerprint = ticket.fingerprint if ticket.request_id is not None else None
+            await self._start_tree(solve, effort, admission, fingerprint)
             if body.stream:
                 return await self._stream(body, solve, effort, admission, tracked, held)
             with self._metrics.in_flight(effort, solve.max_reasoning_tokens):
                 outcome = await self._completion(solve, effort, body.model, admission, tracked)
         return _outcome_response(outcome)
 
-    async def _prepare(self, body: ChatCompletionRequest) -> _Prepared:
+    async def _prepare(self, body: ProblemRequest) -> Prepared:
         """Check, render and count the prompt in the prompt worker, off the event loop."""
         return await asyncio.get_running_loop().run_in_executor(self._prompt_worker, self._prepare_now, body)
 
-    def _prepare_now(self, body: ChatCompletionRequest) -> _Prepared:
+    def _prepare_now(self, body: ProblemRequest) -> Prepared:
         messages = body.chat_messages()
         self._control_tokens.check(messages)
         try:
@@ -359,7 +358,7 @@ class Gateway:
         except InvalidProblem as exc:
             raise ApiError(400, str(exc), param="messages") from exc
         prompt = self._prompts.render(problem)
-        return _Prepared(problem, prompt, self._prompts.count_tokens(prompt))
+        return Prepared(problem, prompt, self._prompts.count_tokens(prompt))
 
     async def _stream(
         self,
@@ -583,6 +582,10 @@ class Gateway:
     def _caller(self, request: Request) -> Caller:
         return authenticate(request.headers.get("authorization"), self._config.auth)
 
+    async def _read_body(self, request: Request) -> bytes:
+        """The body, read with a cap (a 413 before more than the limit is buffered)."""
+        return await read_body(request, self._config.http.max_request_bytes)
+
     def _check_model(self, model: str) -> None:
         if model not in (DEFAULT_MODEL_ALIAS, self._config.model.name):
             raise ApiError(
@@ -594,11 +597,10 @@ class Gateway:
                 code="model_not_found",
             )
 
-    def _effort(self, body: ChatCompletionRequest, caller: Caller) -> Effort:
-        effort = body.reasoning_effort or self._config.default_effort
+    def _effort(self, requested: Effort | None, caller: Caller) -> Effort:
+        effort = requested or self._config.default_effort
         ceiling = caller.max_effort
-        order = list(Effort)
-        if order.index(effort) > order.index(ceiling):
+        if effort.rank > ceiling.rank:
             raise ApiError(
                 403,
                 f"reasoning_effort {effort.value!r} is above tenant {caller.tenant!r}'s "
@@ -610,11 +612,11 @@ class Gateway:
 
     def _solve_request(
         self,
-        body: ChatCompletionRequest,
+        body: ProblemRequest,
         effort: Effort,
         caller: Caller,
-        ticket: Ticket,
-        prepared: _Prepared,
+        tree_id: str,
+        prepared: Prepared,
         arrived: float,
     ) -> SolveRequest:
         budget = self._config.budget_for(effort)
@@ -630,7 +632,7 @@ class Gateway:
                 code="context_length_exceeded",
             )
         return SolveRequest(
-            tree_id=ticket.tree_id,
+            tree_id=tree_id,
             tenant=caller.tenant,
             effort=effort,
             problem=prepared.problem,
@@ -643,7 +645,7 @@ class Gateway:
         )
 
     async def _admit(
-        self, body: ChatCompletionRequest, solve: SolveRequest, effort: Effort, caller: Caller
+        self, body: ProblemRequest, solve: SolveRequest, effort: Effort, caller: Caller
     ) -> Admission | None:
         if self._admission is None:
             return None
@@ -655,7 +657,7 @@ class Gateway:
 
         return await self._admission.admit(caller.tenant, solve.tree_id, effort, cost_of)
 
-    def _tokens_for(self, body: ChatCompletionRequest, effort: Effort) -> int:
+    def _tokens_for(self, body: ProblemRequest, effort: Effort) -> int:
         budget = self._config.budget_for(effort)
         cap = body.completion_cap()
         return min(budget.max_reasoning_tokens, cap) if cap is not None else budget.max_reasoning_tokens
@@ -672,7 +674,7 @@ class Gateway:
             logger.exception("could not release admission %s", admission.entry_id)
 
     async def _start_tree(
-        self, solve: SolveRequest, effort: Effort, admission: Admission | None, ticket: Ticket
+        self, solve: SolveRequest, effort: Effort, admission: Admission | None, fingerprint: str | None
     ) -> None:
         """Create the tree and grant its budget, in one atomic step: all a planner needs.
 
@@ -681,7 +683,7 @@ class Gateway:
         budget = self._config.budget_for(effort)
         now = time.time()
         # What a retry with the same X-Request-Id must match to get this tree's answer.
-        notes = {REQUEST_FINGERPRINT: ticket.fingerprint} if ticket.request_id is not None else {}
+        notes = {REQUEST_FINGERPRINT: fingerprint} if fingerprint is not None else {}
         if admission is not None and (admission.degraded or admission.queued_s > 0):
             notes |= {
                 "requested_effort": admission.requested_effort.value,
@@ -705,39 +707,9 @@ class Gateway:
     async def _search(self, solve: SolveRequest, effort: Effort) -> SolveResult:
         """Run the search of a started tree on a planner; failures become ApiErrors, kept for retries."""
         try:
-            return await self._planner_result(solve, effort)
+            return await solve_on_planner(self._planner, solve)
         except ApiError as exc:
             # A planner that stopped without ending its tree (Redis was away) leaves it to us.
             self._recovery.end_abandoned_tree(solve.tree_id, exc.message)
             await self._save_outcome(solve.tree_id, {"error": exc.body(), "status": exc.status})
             raise
-
-    async def _planner_result(self, solve: SolveRequest, effort: Effort) -> SolveResult:
-        """The planner answers by the deadline with the best it has; the grace covers its last
-        writes. Past that, the planner is presumed lost and the answer is a 504."""
-        assert solve.deadline_at is not None
-        wait_s = max(solve.deadline_at - time.time(), 0.0) + DEADLINE_GRACE_S
-        try:
-            return await asyncio.wait_for(self._call_planner(solve), wait_s)
-        except TimeoutError as exc:  # ours, or the planner's DeadlineExceeded
-            raise api_error(DeadlineExceeded(f"the {effort.value} deadline passed"), solve.tree_id) from exc
-        except Exception as exc:
-            raise api_error(exc, solve.tree_id) from exc
-
-    async def _call_planner(self, solve: SolveRequest) -> SolveResult:
-        """Run the search on a planner; if the planner dies, resume the tree on another."""
-        for attempt in range(PLANNER_RESUMES + 1):
-            response = self._planner.solve.remote(solve if attempt == 0 else replace(solve, resume=True))
-            try:
-                return await response
-            except asyncio.CancelledError:
-                # Awaiting a DeploymentResponse does not cancel the call. Cancelling it cancels the
-                # planner's task: the tree is marked cancelled and its reservations are released.
-                response.cancel()
-                raise
-            except RayActorError:
-                if attempt == PLANNER_RESUMES:
-                    raise
-                # Serve replaces the dead replica; the tree in Redis holds what it had done.
-                logger.warning("the planner of tree %s died; resuming the tree", solve.tree_id)
-        raise AssertionError("unreachable: the last attempt returns or raises")

@@ -16,7 +16,7 @@ from starlette.requests import Request
 
 from cluster.api import ApiError, ChatCompletionRequest, request_fingerprint
 from cluster.auth import Caller, scoped_tree_id
-from cluster.types import ChatMessage
+from cluster.types import ChatMessage, Problem
 
 # What a client may send as X-Request-Id, and what a tree id in a URL looks like.
 TREE_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
@@ -62,13 +62,26 @@ class Ticket:
     fingerprint: str
 
 
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A request's problem and rendered prompt (the costly part, done off the event loop)."""
+
+    problem: Problem
+    prompt: str
+    prompt_tokens: int
+
+
 def ticket_for(request_id: str | None, caller: Caller, body: ChatCompletionRequest) -> Ticket:
-    fingerprint = request_fingerprint(body)
+    return Ticket(tree_id_for(request_id, caller), request_id, request_fingerprint(body))
+
+
+def tree_id_for(request_id: str | None, caller: Caller) -> str:
+    """The tree of a request: its X-Request-Id in the caller's own namespace, else a new id."""
     if request_id is None:
-        return Ticket(uuid.uuid4().hex, None, fingerprint)
+        return uuid.uuid4().hex
     if not TREE_ID.match(request_id):
         raise ApiError(400, "X-Request-Id must be 8-64 letters, digits, '-' or '_'", param="x-request-id")
-    return Ticket(scoped_tree_id(caller.tenant, request_id), request_id, fingerprint)
+    return scoped_tree_id(caller.tenant, request_id)
 
 
 def readable_ids(tree_id: str, caller: Caller) -> list[str]:

@@ -21,7 +21,7 @@ def free_port() -> int:
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[LocalCluster]:
     # These tests check the service's plumbing, not the quality of answers: the small model.
-    with LocalCluster(plumbing_config(), port=free_port()) as running:
+    with LocalCluster(plumbing_config(), port=free_port(), grpc_port=free_port()) as running:
         yield running
 
 

@@ -30,9 +30,11 @@ import kubernetes_validate
 import pytest
 import yaml
 from ray.serve import Application
+from ray.serve.config import gRPCOptions
 from ray.serve.schema import ServeDeploySchema
 
 from cluster.config import ClusterConfig, load_config
+from cluster.rpc import SERVICER_FUNCTION
 from deployments.builder import AppBuilderArgs, app_builder
 
 pytestmark = pytest.mark.integration
@@ -46,7 +48,7 @@ RELEASE = "rc"
 NAMESPACE = "reasoning"
 # Custom resources that kubernetes-validate has no schema for; each is checked its own way below.
 CUSTOM_KINDS = {"RayService", "PodMonitor", "PrometheusRule"}
-SERVE_DEPLOYMENTS = {"Gateway", "Planner", "Verifier", "BranchGenerator"}
+SERVE_DEPLOYMENTS = {"Gateway", "JobRunner", "Planner", "Verifier", "BranchGenerator"}
 RAY_COMPONENTS = {"ray-head", "ray-cpu-worker", "ray-gpu-worker"}
 
 
@@ -435,6 +437,16 @@ def test_external_redis_renders_no_statefulset() -> None:
 
 
 # --- Services, monitoring, PDBs -------------------------------------------------------------
+
+
+def test_serve_grpc_proxy_serves_the_reasoning_api(docs: list[dict[str, Any]]) -> None:
+    grpc = serve_config(docs).grpc_options
+    assert grpc.port == 9000
+    assert grpc.grpc_servicer_functions == [SERVICER_FUNCTION]
+    # The proxy imports it by this path: it must resolve to the generated stub's function.
+    options = gRPCOptions(port=grpc.port, grpc_servicer_functions=grpc.grpc_servicer_functions)
+    (add_servicer,) = options.grpc_servicer_func_callable
+    assert add_servicer.__name__ == "add_ReasoningServicer_to_server"
 
 
 def test_gateway_service_declares_http_and_grpc(docs: list[dict[str, Any]]) -> None:

@@ -48,7 +48,10 @@ def test_effort_defaults_to_none_so_config_decides() -> None:
 @pytest.mark.parametrize(
     ("body", "fragment"),
     [
-        ({"model": "default", "messages": USER, "reasoning_effort": "max"}, "one of 'low', 'medium', 'high'"),
+        (
+            {"model": "default", "messages": USER, "reasoning_effort": "max"},
+            "one of 'none', 'minimal', 'low', 'medium', 'high', 'xhigh'",
+        ),
         ({"model": "default", "messages": []}, "messages"),
         ({"model": "default"}, "messages: Field required"),
         ({"model": "default", "messages": USER, "seed": "1"}, "seed"),

@@ -43,7 +43,7 @@ def test_yaml_and_python_build_the_same_application() -> None:
     from_yaml = _deployments(app_builder(entry.args))
     config = load_config().with_overrides({"redis": {"url": "redis://127.0.0.1:6379/0"}})
     assert from_yaml == _deployments(build_app(config))
-    assert set(from_yaml) == {"Gateway", "Planner", "Verifier", "BranchGenerator"}
+    assert set(from_yaml) == {"Gateway", "JobRunner", "Planner", "Verifier", "BranchGenerator"}
 
 
 def test_replicas_and_resources_come_from_config() -> None:

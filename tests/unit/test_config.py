@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -17,20 +18,34 @@ def test_default_config_maps_each_effort_to_its_strategy() -> None:
     config = load_config()
     strategies = {effort: config.budget_for(effort).strategy for effort in Effort}
     assert strategies == {
+        Effort.NONE: "single_chain",
+        Effort.MINIMAL: "single_chain",
         Effort.LOW: "single_chain",
         Effort.MEDIUM: "beam_search",
         Effort.HIGH: "compute_optimal",
+        Effort.XHIGH: "compute_optimal",
     }
     assert config.default_effort is Effort.MEDIUM
 
 
 def test_budgets_grow_with_effort() -> None:
     config = load_config()
-    low, medium, high = (config.budget_for(e) for e in Effort)
-    assert low.max_reasoning_tokens < medium.max_reasoning_tokens < high.max_reasoning_tokens
-    assert low.max_branches < medium.max_branches <= high.max_branches
-    assert medium.max_verifier_calls < high.max_verifier_calls
-    assert low.deadline_s <= medium.deadline_s <= high.deadline_s
+    budgets = [config.budget_for(e) for e in Effort]
+    for lower, higher in itertools.pairwise(budgets):
+        assert lower.max_reasoning_tokens < higher.max_reasoning_tokens
+        assert lower.max_branches <= higher.max_branches
+        assert lower.max_verifier_calls <= higher.max_verifier_calls
+        assert lower.deadline_s <= higher.deadline_s
+    none, minimal, xhigh = (config.budget_for(e) for e in (Effort.NONE, Effort.MINIMAL, Effort.XHIGH))
+    # none and minimal are single short chains; xhigh is the long search for background mode.
+    assert none.max_branches == minimal.max_branches == 1 and not none.verifiers
+    assert xhigh.deadline_s > config.budget_for(Effort.HIGH).deadline_s
+
+
+def test_effort_order_follows_openai() -> None:
+    assert [e.value for e in sorted(Effort, key=lambda e: e.rank)] == [
+        "none", "minimal", "low", "medium", "high", "xhigh"
+    ]
 
 
 def test_missing_effort_is_named(tmp_path: Path) -> None:

@@ -3,7 +3,7 @@ Checks JSON schema cannot express (values.schema.json does the rest). Each failu
 change. Called from configmap-config.yaml, which every install renders.
 */}}
 {{- define "rc.validate" -}}
-{{- range $name := list "gateway" "planner" "verifier" "generator" -}}
+{{- range $name := list "gateway" "runner" "planner" "verifier" "generator" -}}
 {{- $a := (index $.Values $name).autoscaling -}}
 {{- if $a.enabled -}}
 {{- if gt ($a.minReplicas | int64) ($a.maxReplicas | int64) -}}
