@@ -37,7 +37,8 @@ LEAKS = re.compile(r"\x1b\[|/work/|/usr/|\.py\b|pid=|actor_id|Traceback|File \"|
 def cluster() -> Iterator[LocalCluster]:
     config = plumbing_config(
         {
-            "deployments": {"generator": {"num_replicas": 2}},
+            # Two engines on a 2-core machine: half a CPU each leaves room for the other replicas.
+            "deployments": {"generator": {"num_replicas": 2, "num_cpus": 0.5}},
             "auth": {"tenants": {"chaos": {"api_key_sha256": hash_key(KEY)}}},
             # A deadline no search can meet with a chain: the no-candidate path.
             "efforts": {"low": {"deadline_s": 0.01}},
