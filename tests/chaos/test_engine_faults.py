@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import psutil
 import pytest
-from ray.util.state import list_actors
+from ray._private import state as ray_state
 
 from cluster.auth import hash_key
 from cluster.local import LocalCluster
@@ -72,15 +72,20 @@ def assert_clean_error(response: httpx.Response, status: int) -> dict[str, Any]:
 
 
 def engine_pids() -> dict[str, int]:
-    """Each branch-generator replica's id (as tree nodes record it) -> its engine core's pid."""
+    """Each branch-generator replica's id (as tree nodes record it) -> its engine core's pid.
+
+    Read from Ray's actor table in its GCS (the local cluster runs no dashboard, so Ray's
+    public state API, which asks the dashboard, is not there).
+    """
     engines = {}
-    for actor in list_actors(filters=[("state", "=", "ALIVE")]):
-        if not actor.class_name.endswith(f":{GENERATOR_DEPLOYMENT}"):
+    for actor in ray_state.actors().values():
+        name = actor.get("Name", "")
+        if actor.get("State") != "ALIVE" or f"#{GENERATOR_DEPLOYMENT}#" not in name:
             continue
-        replica = psutil.Process(actor.pid)
+        replica = psutil.Process(actor["Pid"])
         # The engine core is the replica's own child process, which vLLM names after itself.
         (core,) = [child for child in replica.children(recursive=True) if "EngineCore" in child.name()]
-        engines[actor.name.rsplit("#", 1)[-1]] = core.pid
+        engines[name.rsplit("#", 1)[-1]] = core.pid
     return engines
 
 
