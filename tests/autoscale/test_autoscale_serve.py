@@ -69,7 +69,7 @@ def cluster() -> Iterator[LocalCluster]:
     os.environ["RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S"] = "1"
     os.environ["RAY_SERVE_HANDLE_AUTOSCALING_METRIC_PUSH_INTERVAL_S"] = "1"
     config = plumbing_config(OVERRIDES)
-    with LocalCluster(config, port=_free_port()) as running:
+    with LocalCluster(config, port=_free_port(), grpc_port=_free_port()) as running:
         _wait_healthy(running.url)
         yield running
 
