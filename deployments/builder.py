@@ -7,6 +7,8 @@ YAML:    applications: [{import_path: deployments.builder:app_builder,
 
 from __future__ import annotations
 
+import difflib
+import inspect
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
@@ -46,24 +48,32 @@ def app_builder(args: dict[str, Any]) -> Application:
 def build_app(config: ClusterConfig) -> Application:
     settings = config.deployments
     scaling = _autoscaling_options(config)
-    generator = (
-        _deployment(BranchGenerator)
-        .options(**{**_generator_options(config), **scaling["generator"]})
-        .bind(config)
+    generator = _configured(
+        BranchGenerator, "generator", {**_generator_options(config), **scaling["generator"]}
+    ).bind(config)
+    verifier = _configured(Verifier, "verifier", {**_options(settings.verifier), **scaling["verifier"]}).bind(
+        config, generator
     )
-    verifier = (
-        _deployment(Verifier)
-        .options(**{**_options(settings.verifier), **scaling["verifier"]})
-        .bind(config, generator)
+    planner = _configured(Planner, "planner", {**_options(settings.planner), **scaling["planner"]}).bind(
+        config, generator, verifier
     )
-    planner = (
-        _deployment(Planner)
-        .options(**{**_options(settings.planner), **scaling["planner"]})
-        .bind(config, generator, verifier)
+    return _configured(Gateway, "gateway", _options(settings.gateway)).bind(
+        config, planner, generator, verifier
     )
-    return (
-        _deployment(Gateway).options(**_options(settings.gateway)).bind(config, planner, generator, verifier)
-    )
+
+
+def _configured(decorated: object, name: str, options: dict[str, Any]) -> Deployment:
+    """The deployment with its options, or an error naming the config section Serve refused."""
+    deployment = _deployment(decorated)
+    unknown = sorted(set(options) - SERVE_OPTIONS)
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], SERVE_OPTIONS, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise ValueError(f"deployments.{name}.{unknown[0]} is not a Serve deployment option{hint}")
+    try:
+        return deployment.options(**options)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"deployments.{name}: Serve refused these options: {exc}") from exc
 
 
 def _deployment(decorated: object) -> Deployment:
@@ -73,11 +83,28 @@ def _deployment(decorated: object) -> Deployment:
     return decorated
 
 
+# What `Deployment.options()` accepts, public names only: config passes these through.
+SERVE_OPTIONS = frozenset(
+    name
+    for name in inspect.signature(Deployment.options).parameters
+    if name != "self" and not name.startswith("_")
+)
+
+
 def _options(settings: DeploymentSettings, env: dict[str, str] | None = None) -> dict[str, Any]:
-    actor: dict[str, Any] = {"num_cpus": settings.num_cpus, "num_gpus": settings.num_gpus}
+    """Serve options of one deployment: the config's own fields and its passed-through options."""
+    passed = settings.serve_options
+    actor: dict[str, Any] = {
+        **passed.pop("ray_actor_options", {}),
+        "num_cpus": settings.num_cpus,
+        "num_gpus": settings.num_gpus,
+    }
     if env:
-        actor["runtime_env"] = {"env_vars": env}
+        runtime_env = dict(actor.get("runtime_env") or {})
+        runtime_env["env_vars"] = {**runtime_env.get("env_vars", {}), **env}
+        actor["runtime_env"] = runtime_env
     return {
+        **passed,
         "num_replicas": settings.num_replicas,
         "max_ongoing_requests": settings.max_ongoing_requests,
         "ray_actor_options": actor,
