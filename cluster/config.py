@@ -453,10 +453,10 @@ def load_config(path: str | Path | None = None) -> ClusterConfig:
     A file says only what it changes: mappings merge key by key (`efforts.high.strategy` alone
     keeps the rest of the high budget), lists and plain values replace the default's.
     """
-    return ClusterConfig.model_validate(merged_config_data(path))
+    return ClusterConfig.model_validate(_merged_config_data(path))
 
 
-def merged_config_data(path: str | Path | None = None) -> dict[str, Any]:
+def _merged_config_data(path: str | Path | None = None) -> dict[str, Any]:
     """The raw mapping `load_config` validates: defaults, the file over them, REDIS_URL."""
     data = _read_yaml_mapping(DEFAULT_CONFIG_PATH)
     if path is not None:
