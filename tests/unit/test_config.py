@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,16 @@ import yaml
 from pydantic import ValidationError
 
 from cluster.cli import main
-from cluster.config import DEFAULT_CONFIG_PATH, REDACTED, ClusterConfig, TaskSettings, load_config
+from cluster.config import (
+    DEFAULT_CONFIG_PATH,
+    REDACTED,
+    STRATEGY_NAMES,
+    ClusterConfig,
+    EffortBudget,
+    TaskSettings,
+    load_config,
+)
+from cluster.config_schema import CHART_PART, chart_values_schema
 from cluster.types import Effort, TaskFamily
 
 pytestmark = pytest.mark.unit
@@ -206,3 +216,25 @@ def test_config_show_reports_a_refused_file_without_a_traceback(
     assert main(["config", "show", "--config", str(path)]) == 2
     err = capsys.readouterr().err
     assert "efforts.high.strategy" in err and "Traceback" not in err
+
+
+# --- the chart's values schema, generated ---------------------------------------------------
+
+
+def test_chart_schema_takes_the_config_model_with_every_key_optional_and_chart_keys_out() -> None:
+    schema = chart_values_schema(json.loads(CHART_PART.read_text()))
+    config = schema["properties"]["config"]
+    text = json.dumps(schema)
+    assert '"$ref"' not in text and '"$defs"' not in text  # self-contained
+    assert "required" not in json.dumps(config)  # a values file says only what it changes
+    assert "auth" not in config["properties"]
+    assert {"url", "password_file"}.isdisjoint(config["properties"]["redis"]["properties"])
+    assert {"host", "port", "metrics_port"}.isdisjoint(config["properties"]["http"]["properties"])
+    budget = config["properties"]["efforts"]["additionalProperties"]
+    assert budget["properties"]["strategy"]["enum"] == list(STRATEGY_NAMES)
+    assert set(budget["properties"]) == set(EffortBudget.model_fields)
+    # Serve options pass through deployments: their schema leaves them open.
+    assert config["properties"]["deployments"]["properties"]["gateway"]["additionalProperties"] is True
+    # The hand-written part keeps its own checks, inlined.
+    cpu_image = schema["properties"]["image"]["properties"]["cpu"]
+    assert cpu_image["properties"]["tag"]["not"] == {"const": "latest"}
