@@ -370,7 +370,7 @@ def test_rendered_config_is_accepted_by_the_app(docs: list[dict[str, Any]], tmp_
     config = load_config(rendered_config_file(docs, tmp_path))
     assert config.http.host == "0.0.0.0"
     assert config.redis.url is not None and f".{NAMESPACE}.svc:6379" in config.redis.url
-    assert getattr(config.redis, "password_file") == REDIS_PASSWORD_FILE  # noqa: B009 (contract field)
+    assert config.redis.password_file == REDIS_PASSWORD_FILE
     assert config.auth.tenants
 
 
