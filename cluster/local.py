@@ -15,6 +15,7 @@ from types import TracebackType
 from typing import Any
 
 from cluster.config import ClusterConfig
+from cluster.serve_loopback import LOOPBACK, SETUP_HOOK
 from cluster.store.redis_server import EmbeddedRedis
 
 logger = logging.getLogger(__name__)
@@ -23,7 +24,6 @@ logger = logging.getLogger(__name__)
 # same indirection a Serve YAML `import_path` uses).
 APP_BUILDER = "deployments.builder:build_app"
 APP_NAME = "reasoning-cluster"
-LOOPBACK = "127.0.0.1"
 
 
 def import_object(path: str) -> Callable[..., Any]:
@@ -51,26 +51,6 @@ def keep_ray_on_loopback() -> None:
 
 
 keep_ray_on_loopback()
-
-# Serve 2.60 starts an inter-deployment gRPC server in every replica on "[::]:0", every
-# interface, with no setting to change it (ray/serve/_private/replica.py). Every Ray worker
-# of the local cluster runs this hook first (runtime_env worker_process_setup_hook), which
-# binds that server to loopback instead; tests/e2e/test_listeners.py checks every listener.
-SERVE_REPLICA_SETUP_HOOK = "cluster.local:bind_serve_replicas_to_loopback"
-_ALL_INTERFACES = "[::]:"
-
-
-def bind_serve_replicas_to_loopback() -> None:
-    from ray.serve._private import replica
-
-    bind = replica.add_port_to_grpc_server
-
-    def on_loopback(server: Any, address: str) -> int:
-        if address.startswith(_ALL_INTERFACES):
-            address = f"{LOOPBACK}:{address.removeprefix(_ALL_INTERFACES)}"
-        return int(bind(server, address))
-
-    replica.add_port_to_grpc_server = on_loopback
 
 
 class LocalCluster:
@@ -126,7 +106,8 @@ class LocalCluster:
             num_cpus=max(os.cpu_count() or 1, 2),
             logging_level=logging.WARNING,
             log_to_driver=os.environ.get("RC_RAY_LOG_TO_DRIVER", "0") == "1",
-            runtime_env={"worker_process_setup_hook": SERVE_REPLICA_SETUP_HOOK},
+            # Serve replicas would listen on every interface without it (cluster/serve_loopback.py).
+            runtime_env={"worker_process_setup_hook": SETUP_HOOK},
         )
         self._ray_started = True
 
