@@ -99,6 +99,8 @@ def _parser() -> argparse.ArgumentParser:
     hash_key.add_argument("--stdin", action="store_true", help="hash the key on stdin instead of making one")
     hash_key.set_defaults(run=_hash_key)
 
+    _add_config_commands(commands)
+
     model = commands.add_parser("prepare-model", help="verify and convert a named model once")
     model.add_argument("--model", choices=sorted(NAMED_MODELS), help="default: the default config's model")
     model.set_defaults(run=_prepare_model)
@@ -137,6 +139,49 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("directory", nargs="?", help="default: monitoring/dashboards")
     export.set_defaults(run=_dashboards("monitoring.dashboards:export_command"))
     return parser
+
+
+def _add_config_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    config = commands.add_parser("config", help="the cluster config: show it merged, or the chart's schema")
+    actions = config.add_subparsers(required=True, metavar="ACTION")
+    show = actions.add_parser(
+        "show",
+        help="print the config a file gives once merged over the packaged defaults and validated, "
+        "as YAML with keys and passwords redacted",
+    )
+    show.add_argument("--config", help="cluster config YAML (default: the packaged defaults alone)")
+    show.set_defaults(run=_config_show)
+    schema = actions.add_parser(
+        "schema", help="the Helm chart's values.schema.json, its `config` part generated from the model"
+    )
+    schema.add_argument("--write", action="store_true", help="write it into the chart instead of printing it")
+    schema.set_defaults(run=_config_schema)
+
+
+def _config_show(args: argparse.Namespace) -> int:
+    import yaml
+
+    from cluster.config import redacted_data
+
+    try:
+        config = load_config(args.config)
+    except (ValueError, FileNotFoundError) as exc:  # pydantic.ValidationError is a ValueError
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(yaml.safe_dump(redacted_data(config), sort_keys=False), end="")
+    return 0
+
+
+def _config_schema(args: argparse.Namespace) -> int:
+    from cluster.config_schema import VALUES_SCHEMA, render_values_schema
+
+    text = render_values_schema()
+    if args.write:
+        VALUES_SCHEMA.write_text(text)
+        print(f"wrote {VALUES_SCHEMA}")
+    else:
+        print(text, end="")
+    return 0
 
 
 def _dashboards(path: str) -> Callable[[argparse.Namespace], int]:

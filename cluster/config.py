@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 from pydantic import (
@@ -269,14 +269,47 @@ class RedisConfig(_Strict):
         return url
 
 
-class DeploymentSettings(_Strict):
-    num_replicas: Annotated[int, Field(ge=1)] = 1
+# Serve deployment options the builder sets itself; a config may not pass them through.
+BUILDER_OWNED_OPTIONS = frozenset({"name", "version", "func_or_class", "request_router_config"})
+
+
+class DeploymentSettings(BaseModel):
+    """One Serve deployment: its replicas and Ray resources, and any other option of Serve's
+    `Deployment.options()` (health_check_period_s, graceful_shutdown_timeout_s,
+    ray_actor_options, autoscaling_config with num_replicas: auto, ...). Those pass through as
+    given and Serve validates them when the application is built (deployments/builder.py)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    num_replicas: Annotated[int, Field(ge=1)] | Literal["auto"] = 1
     num_cpus: Annotated[float, Field(ge=0)] = 0.25
     num_gpus: Annotated[float, Field(ge=0)] = 0
     max_ongoing_requests: Annotated[int, Field(ge=1)] = 64
     # Requests waiting for a replica beyond max_ongoing_requests; more are refused at once
     # (HTTP 503 at the proxy, a 503 from the gateway for its calls). -1: no bound.
     max_queued_requests: Annotated[int, Field(ge=-1)] = 1024
+
+    @property
+    def serve_options(self) -> dict[str, Any]:
+        """The passed-through Serve options (everything beyond the four fields above)."""
+        return dict(self.model_extra or {})
+
+    @model_validator(mode="after")
+    def _passes_through_only_what_the_builder_leaves_open(self) -> DeploymentSettings:
+        owned = sorted(BUILDER_OWNED_OPTIONS.intersection(self.serve_options))
+        private = sorted(key for key in self.serve_options if key.startswith("_"))
+        if owned or private:
+            raise ValueError(f"{', '.join(owned + private)}: set by the application builder, not by config")
+        actor = self.serve_options.get("ray_actor_options")
+        if actor is not None and not isinstance(actor, dict):
+            raise ValueError("ray_actor_options must be a mapping of Ray actor options")
+        resources = sorted({"num_cpus", "num_gpus"}.intersection(actor or {}))
+        if resources:
+            raise ValueError(
+                f"ray_actor_options.{resources[0]}: set {resources[0]} of the deployment itself "
+                "(one level up), which the builder puts into ray_actor_options"
+            )
+        return self
 
 
 class AffinitySettings(_Strict):
@@ -557,6 +590,20 @@ class ClusterConfig(_Strict):
         return tasks
 
     @model_validator(mode="after")
+    def _app_autoscaling_owns_its_replicas(self) -> ClusterConfig:
+        if not self.autoscaling.enabled:
+            return self
+        for name in ("generator", "verifier", "planner"):
+            settings: DeploymentSettings = getattr(self.deployments, name)
+            if "autoscaling_config" in settings.serve_options or settings.num_replicas == "auto":
+                raise ValueError(
+                    f"deployments.{name}: autoscaling.enabled lets the app's effort-budget policy "
+                    f"scale the {name}; set its bounds in autoscaling.{name} and remove "
+                    "autoscaling_config / num_replicas: auto here"
+                )
+        return self
+
+    @model_validator(mode="after")
     def _closed_unless_loopback(self) -> ClusterConfig:
         auth = self.auth
         if auth.is_open and not auth.allow_anonymous and not self.http.is_loopback():
@@ -605,6 +652,35 @@ class ClusterConfig(_Strict):
         return ClusterConfig.model_validate(_deep_merge(current, overrides))
 
 
+# Keys whose values are key material or passwords, wherever they appear (api_key,
+# api_key_sha256, ops_api_keys, password, token, secret); `..._file`/`..._path` name a file.
+_SECRET_KEY = re.compile(r"(^|_)(api_keys?|password|secret|token)(_(?!file$|path$)|$)")
+REDACTED = "<redacted>"
+
+
+def redacted_data(config: ClusterConfig) -> dict[str, Any]:
+    """The config as plain data for display (`reasoning-cluster config show`): keys, hashes
+    and passwords replaced, a URL's password removed. Pydantic's SecretStr fields already dump
+    masked."""
+    return _redact(config.model_dump(mode="json"))
+
+
+def _redact(node: Any, key: str = "") -> Any:
+    if _SECRET_KEY.search(key) and node not in (None, "", [], {}):
+        return REDACTED
+    if isinstance(node, dict):
+        return {name: _redact(value, str(name)) for name, value in node.items()}
+    if isinstance(node, list):
+        return [_redact(item, key) for item in node]
+    if isinstance(node, str) and "://" in node:
+        url = urlsplit(node)
+        if url.password is not None:
+            host = url.hostname or ""
+            netloc = f"{url.username or ''}:{REDACTED}@{host}" + (f":{url.port}" if url.port else "")
+            return urlunsplit(url._replace(netloc=netloc))
+    return node
+
+
 def _deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in overrides.items():
@@ -616,14 +692,30 @@ def _deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, An
 
 
 def load_config(path: str | Path | None = None) -> ClusterConfig:
-    """Read a YAML config (the shipped default when `path` is None); REDIS_URL overrides."""
-    source = Path(path) if path is not None else DEFAULT_CONFIG_PATH
+    """The packaged defaults, with the YAML file at `path` merged over them; REDIS_URL overrides.
+
+    A file says only what it changes: mappings merge key by key (`efforts.high.strategy` alone
+    keeps the rest of the high budget), lists and plain values replace the default's.
+    """
+    return ClusterConfig.model_validate(_merged_config_data(path))
+
+
+def _merged_config_data(path: str | Path | None = None) -> dict[str, Any]:
+    """The raw mapping `load_config` validates: defaults, the file over them, REDIS_URL."""
+    data = _read_yaml_mapping(DEFAULT_CONFIG_PATH)
+    if path is not None:
+        data = _deep_merge(data, _read_yaml_mapping(Path(path)))
+    redis_url = os.environ.get("REDIS_URL")
+    if redis_url:
+        data = _deep_merge(data, {"redis": {"url": redis_url}})
+    return data
+
+
+def _read_yaml_mapping(source: Path) -> dict[str, Any]:
     try:
         raw = yaml.safe_load(source.read_text()) or {}
     except FileNotFoundError as exc:
         raise FileNotFoundError(f"config file {source} does not exist") from exc
-    config = ClusterConfig.model_validate(raw)
-    redis_url = os.environ.get("REDIS_URL")
-    if redis_url:
-        config = config.with_overrides({"redis": {"url": redis_url}})
-    return config
+    if not isinstance(raw, dict):
+        raise ValueError(f"config file {source} must hold a mapping of sections, not {type(raw).__name__}")
+    return raw

@@ -16,6 +16,7 @@ from typing import Any
 
 from cluster.config import ClusterConfig
 from cluster.rpc import SERVICER_FUNCTION
+from cluster.serve_loopback import LOOPBACK, SETUP_HOOK
 from cluster.store.redis_server import EmbeddedRedis
 
 logger = logging.getLogger(__name__)
@@ -24,7 +25,6 @@ logger = logging.getLogger(__name__)
 # same indirection a Serve YAML `import_path` uses).
 APP_BUILDER = "deployments.builder:build_app"
 APP_NAME = "reasoning-cluster"
-LOOPBACK = "127.0.0.1"
 
 
 def import_object(path: str) -> Callable[..., Any]:
@@ -52,26 +52,6 @@ def keep_ray_on_loopback() -> None:
 
 
 keep_ray_on_loopback()
-
-# Ray Serve 2.60's gRPC proxy listens on "[::]:<port>", every interface, with no host option
-# (ray/serve/_private/grpc_util.py). Every Ray worker of the local cluster runs this hook first
-# (runtime_env worker_process_setup_hook), which binds the proxy to loopback instead.
-SERVE_GRPC_SETUP_HOOK = "cluster.local.bind_serve_grpc_to_loopback"  # module.function, as Ray loads it
-_ALL_INTERFACES = "[::]:"
-
-
-def bind_serve_grpc_to_loopback() -> None:
-    from ray.serve._private import default_impl
-
-    bind = default_impl.add_grpc_address
-
-    def on_loopback(grpc_server: Any, server_address: str) -> Any:
-        if server_address.startswith(_ALL_INTERFACES):
-            server_address = f"{LOOPBACK}:{server_address.removeprefix(_ALL_INTERFACES)}"
-        return bind(grpc_server, server_address)
-
-    default_impl.add_grpc_address = on_loopback
-
 
 class LocalCluster:
     def __init__(self, config: ClusterConfig, port: int | None = None, grpc_port: int | None = None) -> None:
@@ -132,7 +112,8 @@ class LocalCluster:
             num_cpus=max(os.cpu_count() or 1, 2),
             logging_level=logging.WARNING,
             log_to_driver=os.environ.get("RC_RAY_LOG_TO_DRIVER", "0") == "1",
-            runtime_env={"worker_process_setup_hook": SERVE_GRPC_SETUP_HOOK},
+            # Serve's own listeners would take every interface without it (cluster/serve_loopback.py).
+            runtime_env={"worker_process_setup_hook": SETUP_HOOK},
         )
         self._ray_started = True
 

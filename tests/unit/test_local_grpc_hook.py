@@ -1,4 +1,4 @@
-"""The local cluster's Ray worker setup hook binds Serve's gRPC proxy to loopback."""
+"""The local cluster's Ray worker setup hook binds Serve's gRPC listeners to loopback."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import grpc
 import psutil
 import pytest
 from ray._common.utils import load_class
-from ray.serve._private import default_impl
+from ray.serve._private import default_impl, replica
 
-from cluster.local import SERVE_GRPC_SETUP_HOOK, bind_serve_grpc_to_loopback
+from cluster.serve_loopback import SETUP_HOOK, bind_serve_to_loopback
 from deployments.rpc import _is_loopback
 
 pytestmark = pytest.mark.unit
@@ -19,13 +19,13 @@ pytestmark = pytest.mark.unit
 
 @pytest.fixture
 def hooked() -> Iterator[None]:
-    original = default_impl.add_grpc_address
+    originals = default_impl.add_grpc_address, replica.add_port_to_grpc_server
     # What Ray runs in every worker: the hook named by its import path, loaded Ray's way.
-    load_class(SERVE_GRPC_SETUP_HOOK)()
+    load_class(SETUP_HOOK)()
     try:
         yield
     finally:
-        default_impl.add_grpc_address = original
+        default_impl.add_grpc_address, replica.add_port_to_grpc_server = originals
 
 
 def _listening() -> set[tuple[str, int]]:
@@ -34,14 +34,16 @@ def _listening() -> set[tuple[str, int]]:
 
 
 def test_the_hook_is_the_function_ray_loads() -> None:
-    assert load_class(SERVE_GRPC_SETUP_HOOK) is bind_serve_grpc_to_loopback
+    assert load_class(SETUP_HOOK) is bind_serve_to_loopback
 
 
-async def test_serve_grpc_addresses_on_every_interface_become_loopback(hooked: None) -> None:
+@pytest.mark.parametrize("bind", ["proxy", "replica"])
+async def test_serve_grpc_addresses_on_every_interface_become_loopback(hooked: None, bind: str) -> None:
     before = _listening()
     server = grpc.aio.server()
-    # Serve's proxy asks for "[::]:<port>" (ray/serve/_private/grpc_util.py).
-    default_impl.add_grpc_address(server, "[::]:0")
+    # Serve's proxy and every replica ask for "[::]:<port>" (ray/serve/_private/).
+    add = default_impl.add_grpc_address if bind == "proxy" else replica.add_port_to_grpc_server
+    add(server, "[::]:0")
     await server.start()
     try:
         new = {ip for ip, _ in _listening() - before}
