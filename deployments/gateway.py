@@ -44,8 +44,10 @@ from cluster.prompts import InvalidProblem, PromptBuilder, build_problem
 from cluster.search.context import TOKENS, VERIFIER_CALLS
 from cluster.search.controller import DeadlineExceeded
 from cluster.store import BudgetLedger, KeySpace, TreeExistsError, TreeMeta, TreeStore
+from cluster.store.tree_index import TreeIndex
 from cluster.streaming import SSE_DONE, ChunkStream, sse
 from cluster.types import Effort, SolveRequest, SolveResult
+from deployments.explorer import list_trees, mount_ui
 from monitoring.metrics import GatewayMetrics, RedisMetrics, RequestTracker, instrumented_redis
 
 logger = logging.getLogger(__name__)
@@ -62,6 +64,7 @@ EVENT_POLL_MS = 250
 FINAL_EVENTS = frozenset({"done", "failed"})
 
 app = FastAPI(title="reasoning-cluster", docs_url=None, redoc_url=None)
+mount_ui(app)
 
 
 @app.exception_handler(ApiError)
@@ -161,6 +164,9 @@ class Gateway:
         keys = KeySpace(config.redis.key_prefix)
         self._store = TreeStore(self._redis, keys)
         self._ledger = BudgetLedger(self._redis, keys)
+        # A tree lives at most its running TTL, then its finished TTL: so does its index entry.
+        index_ttl_s = config.redis.active_tree_ttl_s + config.redis.tree_ttl_s
+        self._tree_index = TreeIndex(self._redis, keys, index_ttl_s)
         self._prompts = PromptBuilder(load_tokenizer(config.model))
         # The in-flight registry feeds both admission control and the autoscalers' demand.
         self._admission: AdmissionController | None = None
@@ -302,6 +308,10 @@ class Gateway:
         return BudgetView(snapshot.granted.get(TOKENS, 0), snapshot.spent.get(TOKENS, 0))
 
     # ---- trees, progress and health ---------------------------------------------------
+
+    @app.get("/v1/trees")
+    async def trees(self, request: Request) -> dict[str, Any]:
+        return await list_trees(self._tree_index, self._store, self._caller(request), request.query_params)
 
     @app.get("/v1/trees/{tree_id}")
     async def tree(self, tree_id: str, request: Request) -> dict[str, Any]:
@@ -449,6 +459,7 @@ class Gateway:
             raise ApiError(
                 409, f"a tree with id {solve.tree_id!r} exists; send a new X-Request-Id", param="x-request-id"
             ) from exc
+        await self._tree_index.add(meta, solve.problem.task.value)
         if admission is not None and (admission.degraded or admission.queued_s > 0):
             await self._store.set_meta_fields(
                 solve.tree_id,
