@@ -24,6 +24,7 @@ from typing import Literal
 from cluster.answers import answers_equivalent
 from cluster.api import MIN_COMPLETION_TOKENS
 from cluster.client import ReasoningClient
+from cluster.types import Problem, TaskFamily
 from cluster.verifiers.game24 import check_game24, extract_game24_expression
 
 DatasetName = Literal["gsm8k", "game24"]
@@ -123,9 +124,22 @@ def sample(items: Sequence[Item], limit: int | None, seed: int) -> list[Item]:
 def grade(dataset: DatasetName, item: Item, answer: str) -> bool:
     if dataset == "gsm8k":
         return answers_equivalent(answer, item.reference)
+    return _solves_game24(answer, [int(n) for n in item.question.split()])
+
+
+def grade_answer(problem: Problem, answer: str) -> bool | None:
+    """Whether `answer` is right by the problem's own label, as `grade` judges a dataset item:
+    a Game of 24 puzzle labels itself, other problems need a reference answer (else None)."""
+    if problem.task == TaskFamily.GAME24 and problem.numbers is not None:
+        return _solves_game24(answer, problem.numbers)
+    if problem.reference is not None:
+        return answers_equivalent(answer, problem.reference)
+    return None
+
+
+def _solves_game24(answer: str, numbers: Sequence[int]) -> bool:
     # The answer's last arithmetic expression is the proposal, as the game24 verifier reads it.
     expression = extract_game24_expression(answer)
-    numbers = [int(n) for n in item.question.split()]
     return expression is not None and check_game24(expression, numbers).ok
 
 

@@ -112,6 +112,8 @@ class GenerationRequest:
     # Requests with the same key (a tree id) prefer the replica that served the last one,
     # whose prefix cache holds their shared prefix.
     affinity_key: str | None = None
+    # W3C trace context (traceparent, baggage) of the caller's span; None when tracing is off.
+    trace_context: dict[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +155,8 @@ class SolveRequest:
     strategy: str | None = None
     # Continue the stored tree of a planner that died instead of starting a new one.
     resume: bool = False
+    # W3C trace context (traceparent, baggage) of the caller's span; None when tracing is off.
+    trace_context: dict[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +182,8 @@ class VerifyRequest:
     problem: Problem
     candidates: tuple[Candidate, ...]
     verifiers: tuple[str, ...]
+    # W3C trace context (traceparent, baggage) of the caller's span; None when tracing is off.
+    trace_context: dict[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)

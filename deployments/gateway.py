@@ -46,6 +46,7 @@ from cluster.search.controller import DeadlineExceeded
 from cluster.store import BudgetLedger, KeySpace, TreeExistsError, TreeMeta, TreeStore
 from cluster.store.tree_index import TreeIndex
 from cluster.streaming import SSE_DONE, ChunkStream, sse
+from cluster.tracing import Tracer, current_ids
 from cluster.types import Effort, SolveRequest, SolveResult
 from deployments.explorer import list_trees, mount_ui
 from monitoring.metrics import GatewayMetrics, RedisMetrics, RequestTracker, instrumented_redis
@@ -168,6 +169,7 @@ class Gateway:
         index_ttl_s = config.redis.active_tree_ttl_s + config.redis.tree_ttl_s
         self._tree_index = TreeIndex(self._redis, keys, index_ttl_s)
         self._prompts = PromptBuilder(load_tokenizer(config.model))
+        self._tracer = Tracer(config.tracing, "gateway")
         # The in-flight registry feeds both admission control and the autoscalers' demand.
         self._admission: AdmissionController | None = None
         if config.admission.enabled or config.autoscaling.enabled:
@@ -222,6 +224,7 @@ class Gateway:
         tracked.effort = effort.value
         request_id = request.headers.get("x-request-id")
         solve = self._solve_request(body, effort, caller, request_id)
+        tracked.problem = solve.problem
         admission = await self._admit(body, solve, effort, caller, request_id)
         # Everything the request holds, released on every exit path (a stream takes it over).
         async with AsyncExitStack() as held:
@@ -314,12 +317,13 @@ class Gateway:
         return await list_trees(self._tree_index, self._store, self._caller(request), request.query_params)
 
     @app.get("/v1/trees/{tree_id}")
-    async def tree(self, tree_id: str, request: Request) -> dict[str, Any]:
+    async def tree(self, tree_id: str, request: Request) -> JSONResponse:
         caller = self._caller(request)
         tree = await self._store.get_tree(tree_id)
         if tree is None or not caller.may_read(tree.meta.owner):
             raise ApiError(404, f"no tree {tree_id!r} (it may have expired)", type="not_found_error")
-        return tree.to_dict()
+        # to_dict is JSON-ready: FastAPI's own encoding pass would take longer than the read.
+        return JSONResponse(tree.to_dict())
 
     @app.get("/v1/trees/{tree_id}/events")
     async def events(self, tree_id: str, request: Request, after: str = "0") -> dict[str, Any]:
@@ -473,6 +477,14 @@ class Gateway:
 
     async def _search(self, solve: SolveRequest, effort: Effort) -> SolveResult:
         """Run the search of a started tree on a planner; failures become ApiErrors."""
+        attributes = {"rc.effort": effort.value}
+        with self._tracer.span("gateway.search", tree_id=solve.tree_id, attributes=attributes):
+            if self._tracer.enabled:
+                # The explorer links the tree to its trace.
+                await self._store.set_meta_fields(solve.tree_id, trace_id=current_ids()["trace_id"])
+            return await self._search_on_planner(self._tracer.propagate(solve), effort)
+
+    async def _search_on_planner(self, solve: SolveRequest, effort: Effort) -> SolveResult:
         budget = self._config.budget_for(effort)
         try:
             return await asyncio.wait_for(self._call_planner(solve), budget.deadline_s + DEADLINE_GRACE_S)

@@ -18,6 +18,7 @@ from cluster.prompts import PromptBuilder
 from cluster.search.context import SearchServices
 from cluster.search.controller import SearchController
 from cluster.store import BudgetLedger, KeySpace, TreeLeases, TreeStore
+from cluster.tracing import Tracer
 from cluster.types import (
     GenerationRequest,
     GenerationResult,
@@ -49,22 +50,27 @@ def _replica_id() -> str:
 
 
 class GeneratorClient:
-    """A branch-generator handle with the `Generator` protocol the search and judges use."""
+    """A branch-generator handle with the `Generator` protocol the search and judges use.
 
-    def __init__(self, handle: DeploymentHandle) -> None:
+    Each call carries the caller's trace context, so the engine's span joins the request's trace.
+    """
+
+    def __init__(self, handle: DeploymentHandle, tracer: Tracer) -> None:
         self._handle = handle
+        self._tracer = tracer
 
     async def generate(self, request: GenerationRequest) -> GenerationResult:
-        result: GenerationResult = await self._handle.generate.remote(request)
+        result: GenerationResult = await self._handle.generate.remote(self._tracer.propagate(request))
         return result
 
 
 class VerifierClient:
-    def __init__(self, handle: DeploymentHandle) -> None:
+    def __init__(self, handle: DeploymentHandle, tracer: Tracer) -> None:
         self._handle = handle
+        self._tracer = tracer
 
     async def verify(self, request: VerifyRequest) -> VerifyResult:
-        result: VerifyResult = await self._handle.verify.remote(request)
+        result: VerifyResult = await self._handle.verify.remote(self._tracer.propagate(request))
         return result
 
 
@@ -82,13 +88,11 @@ def _max_num_seqs(engine: VLLMEngine) -> int:
 
 
 def _build_verifier(
-    name: str, config: ClusterConfig, generator: DeploymentHandle, prompts: PromptBuilder | None
+    name: str, config: ClusterConfig, generator: GeneratorClient, prompts: PromptBuilder | None
 ) -> VerifierBase:
     if name != "judge":
         return build_verifier(name)
-    return build_verifier(
-        name, engine=GeneratorClient(generator), prompts=prompts, max_model_len=config.model.max_model_len
-    )
+    return build_verifier(name, engine=generator, prompts=prompts, max_model_len=config.model.max_model_len)
 
 
 @serve.deployment
@@ -103,15 +107,29 @@ class BranchGenerator:
         )
         self._probe = _probe(config)
         self._metrics = EngineMetrics()
+        self._tracer = Tracer(config.tracing, "branch_generator")
 
     async def generate(self, request: GenerationRequest) -> GenerationResult:
         self._meter.begin(request.n)
         tokens = 0
         try:
-            with self._metrics.call():
-                result = await self._engine.generate(request)
-            self._metrics.generated(result)
-            tokens = sum(c.token_count for c in result.completions)
+            with self._tracer.span(
+                "engine.generate",
+                parent=request.trace_context,
+                attributes={"gen_ai.request.max_tokens": request.max_tokens, "rc.n": request.n},
+            ) as span:
+                with self._metrics.call():
+                    result = await self._engine.generate(request)
+                self._metrics.generated(result)
+                tokens = sum(c.token_count for c in result.completions)
+                span.set_attributes(
+                    {
+                        "gen_ai.usage.input_tokens": result.prompt_tokens,
+                        "gen_ai.usage.output_tokens": tokens,
+                        "rc.cached_tokens": result.cached_tokens,
+                        "rc.replica": result.replica,
+                    }
+                )
             return result
         finally:
             self._meter.end(tokens, request.n)
@@ -135,6 +153,7 @@ class BranchGenerator:
         return {"status": "ok", "model": info.model, "device": info.device, "replica": self._engine.replica}
 
     def __del__(self) -> None:
+        self._tracer.shutdown()
         self._engine.shutdown()
 
 
@@ -145,8 +164,10 @@ class Verifier:
     def __init__(self, config: ClusterConfig, generator: DeploymentHandle) -> None:
         names = sorted({name for budget in config.efforts.values() for name in budget.verifiers})
         prompts = PromptBuilder(load_tokenizer(config.model)) if "judge" in names else None
+        self._tracer = Tracer(config.tracing, "verifier")
+        engine = GeneratorClient(generator, self._tracer)
         self._service = VerificationService(
-            {name: _build_verifier(name, config, generator, prompts) for name in names}
+            {name: _build_verifier(name, config, engine, prompts) for name in names}
         )
         self._names = names
         self._probe = _probe(config)
@@ -156,7 +177,15 @@ class Verifier:
     async def verify(self, request: VerifyRequest) -> VerifyResult:
         self._pending += len(request.candidates)
         try:
-            result = await self._service.verify(request)
+            with self._tracer.span(
+                "verifier.verify",
+                parent=request.trace_context,
+                attributes={
+                    "rc.verifiers": ",".join(request.verifiers),
+                    "rc.candidates": len(request.candidates),
+                },
+            ):
+                result = await self._service.verify(request)
             self._metrics.verified(result)
             return result
         finally:
@@ -184,11 +213,12 @@ class Planner:
         self._redis_metrics = RedisMetrics("planner", observer.metrics)
         self._redis: Redis = instrumented_redis(config.redis.url, self._redis_metrics)
         keys = KeySpace(config.redis.key_prefix)
+        self._tracer = Tracer(config.tracing, "planner")
         services = SearchServices(
             TreeStore(self._redis, keys),
             BudgetLedger(self._redis, keys),
-            GeneratorClient(generator),
-            VerifierClient(verifier),
+            GeneratorClient(generator, self._tracer),
+            VerifierClient(verifier, self._tracer),
             observer,
             TreeLeases(self._redis, keys, config.redis.lease_ttl_s),
         )
@@ -199,7 +229,19 @@ class Planner:
     async def solve(self, request: SolveRequest) -> SolveResult:
         self._solving += 1
         try:
-            return await self._controller.solve(request)
+            with self._tracer.span(
+                "planner.solve",
+                parent=request.trace_context,
+                tree_id=request.tree_id,
+                attributes={
+                    "rc.effort": request.effort.value,
+                    "rc.strategy": request.strategy,
+                    "rc.resume": request.resume,
+                },
+            ) as span:
+                result = await self._controller.solve(request)
+                span.set_attribute("rc.strategy", result.strategy)
+                return result
         finally:
             self._solving -= 1
 

@@ -29,6 +29,14 @@ if ! command -v promtool >/dev/null 2>&1 && [ ! -x /usr/bin/promtool ]; then
   as_root systemctl disable --now prometheus prometheus-node-exporter >/dev/null 2>&1 || true
 fi
 
+# Chromium: the explorer's browser tests drive Debian's build (Playwright's own download needs
+# the internet).
+if ! command -v chromium >/dev/null 2>&1 && [ ! -x /usr/bin/chromium ]; then
+  echo "==> installing chromium (apt)"
+  as_root apt-get update -q
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
+fi
+
 if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
   echo "==> creating $VENV and installing Python packages (a few minutes the first time)"
   [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"

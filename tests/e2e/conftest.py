@@ -1,4 +1,5 @@
-"""One local cluster (real Redis, Ray Serve on loopback, vLLM with the default model) per session."""
+"""One local cluster (real Redis, Ray Serve on loopback, vLLM with the default model) per session,
+exporting its request traces to a loopback OTLP/HTTP receiver."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from openai import OpenAI
 
 from cluster.config import load_config
 from cluster.local import LocalCluster
+from tests.otlp import Collector, otlp_collector
 
 
 def free_port() -> int:
@@ -19,8 +21,15 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def cluster() -> Iterator[LocalCluster]:
-    with LocalCluster(load_config(), port=free_port()) as running:
+def trace_collector() -> Iterator[Collector]:
+    with otlp_collector() as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def cluster(trace_collector: Collector) -> Iterator[LocalCluster]:
+    config = load_config().with_overrides({"tracing": {"endpoint": trace_collector.url}})
+    with LocalCluster(config, port=free_port()) as running:
         yield running
 
 

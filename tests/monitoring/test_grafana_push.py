@@ -289,7 +289,7 @@ def test_push_creates_datasource_folder_and_dashboards(grafana: ContractServer) 
     assert set(grafana.state.dashboards) == {d["uid"] for d in build_dashboards().values()}
     for saved in grafana.state.dashboards.values():
         assert saved["folderUid"] == FOLDER_UID
-        (variable,) = saved["dashboard"]["templating"]["list"]
+        (variable,) = [v for v in saved["dashboard"]["templating"]["list"] if v["name"] == "datasource"]
         assert variable["current"]["value"] == datasource["uid"]
         assert len(saved["dashboard"]["panels"]) >= 8
     assert sorted(report.dashboards) == sorted(
