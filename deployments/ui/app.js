@@ -196,6 +196,10 @@ class TreePage {
     $("list-view").hidden = true;
     $("tree-view").hidden = false;
     $("tree-id").textContent = this.treeId;
+    // Nothing of the tree shown before stays on the page while this one loads (or fails to).
+    for (const id of ["tree-rows", "tree-facts", "tree-question", "outcome", "budget", "tree-counts"]) $(id).replaceChildren();
+    $("tree-status").textContent = "";
+    $("tree-spacer").style.height = "0px";
     $("events").replaceChildren();
     $("event-count").textContent = "0";
     $("node-detail").replaceChildren(el("p", { class: "hint" }, "Select a node to see its step, scores and verdicts."));
@@ -437,6 +441,7 @@ class TreePage {
 
   foldToPath() {
     this.expanded = new Set(this.onPath);
+    $("tree-scroll").scrollTop = 0;
     this.layout();
   }
 
