@@ -294,8 +294,12 @@ class TreePage {
       for (const id of this.onPath) this.expanded.add(id);
       this.selected = tree.winning_path[tree.winning_path.length - 1];
     }
-    this.drawHead();
     this.layout();
+    this.redraw();
+  }
+
+  redraw() {
+    this.drawHead();
     if (this.selected && this.nodes.has(this.selected)) this.drawDetail(this.nodes.get(this.selected));
   }
 
@@ -488,6 +492,14 @@ function traceLink(traceId, spanId) {
   const href = template.replaceAll("{trace_id}", encodeURIComponent(traceId)).replaceAll("{span_id}", encodeURIComponent(spanId || ""));
   return el("a", { class: "mono", href, target: "_blank", rel: "noopener noreferrer" }, label);
 }
+
+$("trace-url").value = localStorage.getItem(TRACE_URL_STORAGE) || "";
+$("trace-url").addEventListener("change", (event) => {
+  const template = event.target.value.trim();
+  if (template) localStorage.setItem(TRACE_URL_STORAGE, template);
+  else localStorage.removeItem(TRACE_URL_STORAGE);
+  if (current?.meta) current.redraw();
+});
 
 // ---- routing: #/?filters (the list) and #/tree/<id> ----------------------------------------
 

@@ -149,6 +149,14 @@ def test_a_finished_tree_renders_its_winning_path(
     )
     spent = finished_tree["budget"]["spent"]["tokens"]
     expect(page.locator("#budget [data-resource='tokens'] .legend")).to_contain_text(f"spent {spent}")
+    # The session's cluster exports traces: the tree links to its trace once a viewer is set.
+    trace_id = finished_tree["meta"]["extra"]["trace_id"]
+    expect(page.locator("#outcome [data-note='trace_id']")).to_have_text(trace_id)
+    page.click("#trace-settings summary")
+    page.fill("#trace-url", "http://127.0.0.1:16686/trace/{trace_id}")
+    page.press("#trace-url", "Enter")
+    link = page.locator("#outcome [data-note='trace_id'] a")
+    expect(link).to_have_attribute("href", f"http://127.0.0.1:16686/trace/{trace_id}")
 
 
 def test_a_running_search_shows_new_nodes_without_a_reload(cluster: LocalCluster, page: Page) -> None:
