@@ -204,7 +204,9 @@ def tenants_url(cluster: LocalCluster) -> Iterator[str]:
     handles = [
         serve.get_deployment_handle(name, APP_NAME) for name in ("Planner", "BranchGenerator", "Verifier")
     ]
-    serve.run(Gateway.bind(config, *handles), name=TENANTS_APP, route_prefix=TENANTS_PREFIX)
+    # A sliver of a CPU: the session's cluster has two, and its own replicas hold most of them.
+    gateway = Gateway.options(ray_actor_options={"num_cpus": 0.1}).bind(config, *handles)  # type: ignore[attr-defined]
+    serve.run(gateway, name=TENANTS_APP, route_prefix=TENANTS_PREFIX)
     try:
         yield f"{cluster.url}{TENANTS_PREFIX}"
     finally:
