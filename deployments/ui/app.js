@@ -173,7 +173,7 @@ class TreePage {
     this.roots = [];
     this.onPath = new Set();
     this.expanded = new Set();
-    this.seen = new Set();
+    this.seen = new Map(); // node id -> the status it had when last read
     this.visible = [];
     this.selected = null;
     this.meta = null;
@@ -284,11 +284,13 @@ class TreePage {
       else this.children.set(parent, [node.node_id]);
     }
     this.onPath = new Set(tree.winning_path);
-    // New nodes open unless pruned: pruned branches stay folded until asked for.
+    // New nodes open unless pruned, and a branch folds when it is pruned: pruned branches stay
+    // folded until asked for.
     for (const node of tree.nodes) {
-      if (this.seen.has(node.node_id)) continue;
-      this.seen.add(node.node_id);
-      if (node.status !== "pruned") this.expanded.add(node.node_id);
+      const before = this.seen.get(node.node_id);
+      this.seen.set(node.node_id, node.status);
+      if (before === undefined && node.status !== "pruned") this.expanded.add(node.node_id);
+      else if (before !== undefined && before !== "pruned" && node.status === "pruned") this.expanded.delete(node.node_id);
     }
     if (!hadPath && this.onPath.size > 0) {
       for (const id of this.onPath) this.expanded.add(id);
