@@ -271,6 +271,7 @@ class TreePage {
   }
 
   apply(tree) {
+    const firstRead = this.meta === null;
     const hadPath = this.onPath.size > 0;
     this.meta = tree.meta;
     this.budget = tree.budget;
@@ -292,12 +293,27 @@ class TreePage {
       if (before === undefined && node.status !== "pruned") this.expanded.add(node.node_id);
       else if (before !== undefined && before !== "pruned" && node.status === "pruned") this.expanded.delete(node.node_id);
     }
-    if (!hadPath && this.onPath.size > 0) {
-      for (const id of this.onPath) this.expanded.add(id);
-      this.selected = tree.winning_path[tree.winning_path.length - 1];
+    const leaf = !hadPath && this.onPath.size > 0 ? tree.winning_path[tree.winning_path.length - 1] : null;
+    if (leaf !== null) {
+      // A finished tree opens on its winning path; one watched to its end keeps what was open.
+      if (firstRead) this.expanded = new Set(this.onPath);
+      else for (const id of this.onPath) this.expanded.add(id);
+      this.selected = leaf;
     }
     this.layout();
+    if (leaf !== null) this.scrollToNode(leaf);
     this.redraw();
+  }
+
+  scrollToNode(id) {
+    const index = this.visible.indexOf(id);
+    if (index < 0) return;
+    const scroll = $("tree-scroll");
+    const top = index * ROW_HEIGHT;
+    if (top < scroll.scrollTop || top + ROW_HEIGHT > scroll.scrollTop + scroll.clientHeight) {
+      scroll.scrollTop = Math.max(0, top - scroll.clientHeight / 2);
+      this.draw();
+    }
   }
 
   redraw() {
