@@ -321,6 +321,19 @@ def test_basic_auth_through_the_cli(grafana: ContractServer, capsys: pytest.Capt
     assert f"datasource {DATASOURCE_NAME}: created" in out and out.count("dashboard /d/") == 3
 
 
+def test_push_presets_the_explorer_url(grafana: ContractServer, capsys: pytest.CaptureFixture[str]) -> None:
+    url = "https://reasoning.example.com"
+    code = main(
+        ["dashboards", "push", "--grafana-url", grafana.url, "--api-key", ADMIN_TOKEN, "--explorer-url", url]
+    )
+    assert code == 0, capsys.readouterr().err
+    for saved in grafana.state.dashboards.values():
+        dashboard = saved["dashboard"]
+        (variable,) = [v for v in dashboard["templating"]["list"] if v["name"] == "explorer_url"]
+        assert variable["query"] == variable["current"]["value"] == url
+        assert "${explorer_url}/ui/" in {link["url"] for link in dashboard["links"]}
+
+
 @pytest.mark.parametrize(
     ("credentials", "expected"),
     [
