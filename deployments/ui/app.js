@@ -206,11 +206,12 @@ class TreePage {
     document.title = `tree ${this.treeId} · reasoning-cluster`;
     try {
       await this.refresh();
-      showError(null);
     } catch (error) {
-      showError(error);
+      if (this.active) showError(error);
       return;
     }
+    if (!this.active) return; // the user went elsewhere while the tree loaded
+    showError(null);
     document.body.dataset.treeReady = this.treeId;
     this.follow();
   }
