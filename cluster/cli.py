@@ -133,6 +133,11 @@ def _parser() -> argparse.ArgumentParser:
         default="http://prometheus:9090",
         help="the Prometheus that Grafana queries (default: http://prometheus:9090)",
     )
+    push.add_argument(
+        "--explorer-url",
+        help="where browsers reach the gateway, for the dashboards' explorer links "
+        "(default: http://127.0.0.1:8000)",
+    )
     push.add_argument("--timeout", type=float, default=10.0, help="seconds per HTTP call (default 10)")
     push.set_defaults(run=_dashboards("monitoring.grafana:push_command"))
     export = dashboard_commands.add_parser("export", help="write the dashboards' JSON files")

@@ -397,4 +397,3 @@ def _grpc_event(event: pb.ReasonEvent) -> ReasoningEvent:
         return ReasoningEvent(event.sequence_number, "done", result=_grpc_result(event.response))
     progress = event.progress
     return ReasoningEvent(event.sequence_number, "progress", progress.text, None)
-

@@ -473,6 +473,28 @@ class AutoscalingSettings(_Strict):
     planner: PlannerScaling = PlannerScaling(max_replicas=4)
 
 
+class TracingConfig(_Strict):
+    """OpenTelemetry request traces (cluster.tracing); off unless an endpoint is set."""
+
+    # OTLP/HTTP traces URL, e.g. http://otel-collector:4318/v1/traces; None: no spans are sent.
+    endpoint: str | None = None
+    service_name: Annotated[str, Field(min_length=1)] = "reasoning-cluster"
+    # Sent with every export (e.g. a collector's API key); never logged.
+    headers: dict[str, str] = {}
+    # Spans are batched and sent at least this often.
+    export_delay_ms: Annotated[int, Field(gt=0)] = 1000
+
+    @field_validator("endpoint")
+    @classmethod
+    def _is_an_http_url(cls, endpoint: str | None) -> str | None:
+        if endpoint is not None and not endpoint.startswith(("http://", "https://")):
+            raise ValueError(
+                f"tracing.endpoint must be an OTLP/HTTP URL such as http://collector:4318/v1/traces, "
+                f"not {endpoint!r}"
+            )
+        return endpoint
+
+
 OverloadAction = Literal["degrade", "queue", "reject"]
 
 
@@ -549,6 +571,7 @@ class ClusterConfig(_Strict):
     admission: AdmissionSettings = AdmissionSettings()
     # Limits of the sandbox that runs model-written Python (program verifiers).
     sandbox: SandboxSettings = SandboxSettings()
+    tracing: TracingConfig = TracingConfig()
 
     @field_validator("efforts")
     @classmethod

@@ -24,7 +24,7 @@ from typing import Literal
 from cluster.api import MIN_COMPLETION_TOKENS
 from cluster.client import ReasoningClient
 from cluster.tasks import get_task, pose
-from cluster.types import ChatMessage, Effort
+from cluster.types import ChatMessage, Effort, Problem
 
 DatasetName = Literal["gsm8k", "game24"]
 SHIPPED = {"gsm8k": "gsm8k/train-500.jsonl", "game24": "game24/24-dev.csv"}
@@ -125,6 +125,14 @@ def grade(dataset: DatasetName, item: Item, answer: str) -> bool:
     task = TASK_OF[dataset]
     problem = pose((ChatMessage("user", item.question),), task, item.reference)
     return get_task(task).is_correct(answer, problem)
+
+
+def grade_answer(problem: Problem, answer: str) -> bool | None:
+    """Whether `answer` is right by the problem's own label, as `grade` judges a dataset item;
+    None when the problem carries none (a Game of 24 puzzle labels itself, others need a
+    reference answer)."""
+    task = get_task(problem.task)
+    return task.is_correct(answer, problem) if task.labelled(problem) else None
 
 
 def evaluate(

@@ -53,6 +53,7 @@ def keep_ray_on_loopback() -> None:
 
 keep_ray_on_loopback()
 
+
 class LocalCluster:
     def __init__(self, config: ClusterConfig, port: int | None = None, grpc_port: int | None = None) -> None:
         self._config = config

@@ -117,6 +117,8 @@ class GenerationRequest:
     # per tenant (cluster.auth.cache_salt) keeps cached-token counts from revealing what
     # another tenant's prompts contain.
     cache_salt: str | None = None
+    # W3C trace context (traceparent, baggage) of the caller's span; None when tracing is off.
+    trace_context: dict[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +165,8 @@ class SolveRequest:
     deadline_at: float | None = None
     # The tenant's prefix-cache salt (cluster.auth.cache_salt), carried by every engine call.
     cache_salt: str | None = None
+    # W3C trace context (traceparent, baggage) of the caller's span; None when tracing is off.
+    trace_context: dict[str, str] | None = None
 
 
 SearchStatus = Literal["complete", "incomplete"]
@@ -199,6 +203,8 @@ class VerifyRequest:
     problem: Problem
     candidates: tuple[Candidate, ...]
     verifiers: tuple[str, ...]
+    # W3C trace context (traceparent, baggage) of the caller's span; None when tracing is off.
+    trace_context: dict[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)

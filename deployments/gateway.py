@@ -45,10 +45,13 @@ from cluster.prompts import PromptBuilder
 from cluster.store import TOKENS, VERIFIER_CALLS, BudgetLedger, KeySpace, TreeExistsError, TreeMeta, TreeStore
 from cluster.store.jobs import JobStore
 from cluster.store.responses import ResponseStore
+from cluster.store.tree_index import TreeIndex
 from cluster.streaming import SSE_DONE, ChunkStream, sse
 from cluster.tasks import InvalidProblem, pose
+from cluster.tracing import Tracer, current_ids
 from cluster.types import Effort, SolveRequest, SolveResult
 from deployments.errors import GeneratorWatch, api_error
+from deployments.explorer import list_trees, mount_ui
 from deployments.intake import (
     ControlTokenGuard,
     Prepared,
@@ -88,6 +91,7 @@ REQUEST_FINGERPRINT = "request_sha256"
 # in-process where it is needed (tests/e2e/test_security.py).
 app = FastAPI(title="reasoning-cluster", docs_url=None, redoc_url=None, openapi_url=None)
 app.include_router(responses_router)
+mount_ui(app)
 
 
 @app.exception_handler(ApiError)
@@ -254,6 +258,10 @@ class Gateway(ReasoningRpc):
         self._health: asyncio.Task[tuple[bool, dict[str, Any]]] | None = None
         self._health_at = 0.0
         self._jobs = JobStore(self._redis, config.redis.key_prefix)
+        # A tree lives at most its running TTL, then its finished TTL: so does its index entry.
+        index_ttl_s = config.redis.active_tree_ttl_s + config.redis.tree_ttl_s
+        self._tree_index = TreeIndex(self._redis, keys, index_ttl_s)
+        self._tracer = Tracer(config.tracing, "gateway")
         # The in-flight registry feeds both admission control and the autoscalers' demand.
         self._admission: AdmissionController | None = None
         if config.admission.enabled or config.autoscaling.enabled:
@@ -307,6 +315,7 @@ class Gateway(ReasoningRpc):
             return await self._replay(meta, ticket, body)
         prepared = await self._prepare(body)
         solve = self._solve_request(body, effort, caller, ticket.tree_id, prepared, arrived)
+        tracked.problem = solve.problem
         await self._generators.require()
         try:
             return await self._answer(body, ticket, solve, effort, caller, prepared, tracked, arrived)
@@ -493,8 +502,12 @@ class Gateway(ReasoningRpc):
 
     # ---- trees, progress and health ---------------------------------------------------
 
+    @app.get("/v1/trees")
+    async def trees(self, request: Request) -> dict[str, Any]:
+        return await list_trees(self._tree_index, self._store, self._caller(request), request.query_params)
+
     @app.get("/v1/trees/{tree_id}")
-    async def tree(self, tree_id: str, request: Request) -> dict[str, Any]:
+    async def tree(self, tree_id: str, request: Request) -> JSONResponse:
         caller = self._caller(request)
         await self._limiter.take(caller.tenant, "reads")
         meta = await self._readable_meta(caller, tree_id, "read_tree")
@@ -502,7 +515,8 @@ class Gateway(ReasoningRpc):
         tree = await self._store.get_tree(meta.tree_id)
         if tree is None:
             raise _no_tree(tree_id)
-        return tree.to_dict()
+        # to_dict is JSON-ready: FastAPI's own encoding pass would take longer than the read.
+        return JSONResponse(tree.to_dict())
 
     @app.get("/v1/trees/{tree_id}/events")
     async def events(self, tree_id: str, request: Request, after: str = "0") -> dict[str, Any]:
@@ -703,13 +717,19 @@ class Gateway(ReasoningRpc):
         )
         grants = {TOKENS: solve.max_reasoning_tokens, VERIFIER_CALLS: budget.max_verifier_calls}
         await self._store.create_tree(meta, self._config.redis.active_tree_ttl_s, grants)
+        await self._tree_index.add(meta, solve.problem.task)
 
     async def _search(self, solve: SolveRequest, effort: Effort) -> SolveResult:
         """Run the search of a started tree on a planner; failures become ApiErrors, kept for retries."""
-        try:
-            return await solve_on_planner(self._planner, solve)
-        except ApiError as exc:
-            # A planner that stopped without ending its tree (Redis was away) leaves it to us.
-            self._recovery.end_abandoned_tree(solve.tree_id, exc.message)
-            await self._save_outcome(solve.tree_id, {"error": exc.body(), "status": exc.status})
-            raise
+        attributes = {"rc.effort": effort.value}
+        with self._tracer.span("gateway.search", tree_id=solve.tree_id, attributes=attributes):
+            if self._tracer.enabled:
+                # The explorer links the tree to its trace.
+                await self._store.set_meta_fields(solve.tree_id, trace_id=current_ids()["trace_id"])
+            try:
+                return await solve_on_planner(self._planner, self._tracer.propagate(solve))
+            except ApiError as exc:
+                # A planner that stopped without ending its tree (Redis was away) leaves it to us.
+                self._recovery.end_abandoned_tree(solve.tree_id, exc.message)
+                await self._save_outcome(solve.tree_id, {"error": exc.body(), "status": exc.status})
+                raise

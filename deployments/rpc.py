@@ -43,9 +43,7 @@ class ReasoningRpc(ResponsesApi):
     _store: TreeStore
 
     # Methods carry the RPCs' names: the proxy calls the method named like the RPC.
-    async def Reason(
-        self, request: pb.ReasonRequest, grpc_context: RayServegRPCContext
-    ) -> pb.ReasonResponse:
+    async def Reason(self, request: pb.ReasonRequest, grpc_context: RayServegRPCContext) -> pb.ReasonResponse:
         try:
             record = await self._open_rpc_job(request, grpc_context)
             if request.background:
@@ -83,9 +81,7 @@ class ReasoningRpc(ResponsesApi):
         async for event in self._follow(record, grpc_context, cancel_on_exit=False):
             yield event
 
-    async def GetTree(
-        self, request: pb.GetTreeRequest, grpc_context: RayServegRPCContext
-    ) -> pb.Tree:
+    async def GetTree(self, request: pb.GetTreeRequest, grpc_context: RayServegRPCContext) -> pb.Tree:
         try:
             caller = self._rpc_caller(grpc_context)
             tree = await self._store.get_tree(request.tree_id) if request.tree_id else None
@@ -97,9 +93,7 @@ class ReasoningRpc(ResponsesApi):
         except ApiError as exc:
             _abort(grpc_context, exc)
 
-    async def Cancel(
-        self, request: pb.CancelRequest, grpc_context: RayServegRPCContext
-    ) -> pb.ReasonResponse:
+    async def Cancel(self, request: pb.CancelRequest, grpc_context: RayServegRPCContext) -> pb.ReasonResponse:
         try:
             record = await self._owned_job(request.id, self._rpc_caller(grpc_context))
             return response_message(await self._cancel_job(record))

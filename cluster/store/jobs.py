@@ -244,4 +244,3 @@ class JobStore:
 
     async def delete(self, job_id: str) -> bool:
         return bool(await self._redis.delete(self._key(job_id), self._events_key(job_id)))
-

@@ -57,6 +57,10 @@ class Task:
         """What answers agree on when chains vote: equal keys, equal answers."""
         return normalize_answer(answer)
 
+    def labelled(self, problem: Problem) -> bool:
+        """Whether `problem` carries what grading needs (a reference answer)."""
+        return problem.reference is not None
+
     def is_correct(self, answer: str, problem: Problem) -> bool:
         """Grading against the problem's reference (evaluation only)."""
         return problem.reference is not None and answers_equivalent(answer, problem.reference)

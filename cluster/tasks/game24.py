@@ -71,6 +71,10 @@ class Game24Task(Task):
     def extract_answer(self, text: str) -> str | None:
         return extract_game24_expression(text)
 
+    def labelled(self, problem: Problem) -> bool:
+        # A puzzle labels itself: its numbers are all grading needs.
+        return problem.numbers is not None
+
     def is_correct(self, answer: str, problem: Problem) -> bool:
         # The answer's last arithmetic expression is the proposal, as the game24 verifier reads it.
         expression = extract_game24_expression(answer)

@@ -48,8 +48,16 @@ def test_up_serves_and_ctrl_c_stops_every_process() -> None:
     process = subprocess.Popen(
         # The small model: this test is about starting and stopping processes, not answers.
         [
-            sys.executable, "-m", "cluster.cli", "up", "--port", str(port), "--grpc-port", str(grpc_port),
-            "--model", SMALL_MODEL,
+            sys.executable,
+            "-m",
+            "cluster.cli",
+            "up",
+            "--port",
+            str(port),
+            "--grpc-port",
+            str(grpc_port),
+            "--model",
+            SMALL_MODEL,
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -72,7 +72,9 @@ def test_async_client_cancels_a_background_job(cluster: LocalCluster, transport:
 
     async def run() -> tuple[Any, Any]:
         sdk = AsyncReasoningClient(
-            cluster.url, transport=transport, grpc_target=cluster.grpc_target  # type: ignore[arg-type]
+            cluster.url,
+            transport=transport,
+            grpc_target=cluster.grpc_target,  # type: ignore[arg-type]
         )
         try:
             queued = await sdk.submit(QUESTION, effort="high", timeout_s=60)

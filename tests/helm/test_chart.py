@@ -65,6 +65,7 @@ TENANT = ("--set", f"auth.tenants.team-a.apiKeySha256={TENANT_HASH}")
 # Where the Ray pods read the Redis password (the chart's rc.redis.passwordDir).
 REDIS_PASSWORD_FILE = "/var/run/reasoning-cluster/redis/password"
 
+
 def _find_helm() -> str | None:
     beside_python = Path(sys.executable).parent / "helm"
     if beside_python.exists():
