@@ -128,8 +128,8 @@ CATALOGUE: tuple[MetricSpec, ...] = (
         "rc_answers_total",
         "counter",
         "Answered requests by effort, status (complete; incomplete: the search stopped early on its "
-        "budget, deadline or an error and answered with the best it had), verified (true: a verifier that proves answers accepted it; else false) "
-        "and correct (true, "
+        "budget, deadline or an error and answered with the best it had), verified (true: a "
+        "verifier that proves answers accepted it; else false) and correct (true, "
         "false against an evaluation label: a Game of 24 puzzle, a reference answer; else unknown).",
         ANSWER_LABELS,
     ),
