@@ -47,9 +47,9 @@ from cluster.search.context import TOKENS, VERIFIER_CALLS
 from cluster.store import BudgetLedger, KeySpace, LeaseLostError, TreeExistsError, TreeMeta, TreeStore
 from cluster.store.responses import ResponseStore
 from cluster.streaming import SSE_DONE, ChunkStream, sse
-from cluster.types import Effort, Problem, SolveRequest, SolveResult
+from cluster.types import ChatMessage, Effort, Problem, SolveRequest, SolveResult, TaskFamily
 from deployments.intake import (
-    ControlTokenGuard,
+    PromptGuard,
     Ticket,
     read_body,
     readable_ids,
@@ -250,11 +250,12 @@ class Gateway:
         self._limiter = RateLimiter(self._redis, config.admission.rate_limits, config.redis.key_prefix)
         tokenizer = load_tokenizer(config.model)
         self._prompts = PromptBuilder(tokenizer)
-        self._control_tokens = ControlTokenGuard(tokenizer)
-        # Rendering and tokenising a prompt of up to max_request_bytes takes long enough to
-        # stall every other request on the event loop: it runs here instead, one at a time
-        # (the tokenizer is not safe to share between threads).
+        self._prompt_guard = PromptGuard(tokenizer, config.model.max_model_len)
+        # Rendering and tokenising a long prompt takes long enough (seconds) to stall every
+        # other request on the event loop: it runs here instead, one at a time (the tokenizer
+        # is not safe to share between threads), with at most max_prompts_waiting in line.
         self._prompt_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prompt")
+        self._prompts_waiting = 0
         # Polls of /events that may wait for new events; the rest answer at once.
         self._event_waiters = asyncio.Semaphore(config.http.max_event_waiters)
         self._recovery = Recovery(
@@ -352,13 +353,25 @@ class Gateway:
 
     async def _prepare(self, body: ChatCompletionRequest) -> _Prepared:
         """Check, render and count the prompt in the prompt worker, off the event loop."""
-        return await asyncio.get_running_loop().run_in_executor(self._prompt_worker, self._prepare_now, body)
-
-    def _prepare_now(self, body: ChatCompletionRequest) -> _Prepared:
         messages = body.chat_messages()
-        self._control_tokens.check(messages)
+        self._prompt_guard.check(messages)
+        if self._prompts_waiting >= self._config.http.max_prompts_waiting:
+            raise ApiError(
+                503,
+                "the gateway is busy preparing other prompts; retry shortly",
+                type="server_error",
+                code="service_unavailable",
+            )
+        self._prompts_waiting += 1
         try:
-            problem = build_problem(messages, body.task)
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._prompt_worker, self._render, messages, body.task)
+        finally:
+            self._prompts_waiting -= 1
+
+    def _render(self, messages: tuple[ChatMessage, ...], task: TaskFamily) -> _Prepared:
+        try:
+            problem = build_problem(messages, task)
         except InvalidProblem as exc:
             raise ApiError(400, str(exc), param="messages") from exc
         prompt = self._prompts.render(problem)
