@@ -385,6 +385,8 @@ class HttpConfig(_Strict):
     # pollers never hold the gateway's request slots for long.
     events_wait_ms: Annotated[int, Field(ge=0, le=5000)] = 500
     max_event_waiters: Annotated[int, Field(ge=0)] = 16
+    # Prompts waiting to be rendered and tokenised per gateway replica; more are a 503.
+    max_prompts_waiting: Annotated[int, Field(ge=1)] = 32
 
     def is_loopback(self) -> bool:
         if self.host == "localhost":

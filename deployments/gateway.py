@@ -49,12 +49,12 @@ from cluster.store.tree_index import TreeIndex
 from cluster.streaming import SSE_DONE, ChunkStream, sse
 from cluster.tasks import InvalidProblem, pose
 from cluster.tracing import Tracer, current_ids
-from cluster.types import Effort, SolveRequest, SolveResult
+from cluster.types import ChatMessage, Effort, SolveRequest, SolveResult
 from deployments.errors import GeneratorWatch, api_error
 from deployments.explorer import list_trees, mount_ui
 from deployments.intake import (
-    ControlTokenGuard,
     Prepared,
+    PromptGuard,
     Ticket,
     read_body,
     readable_ids,
@@ -245,11 +245,12 @@ class Gateway(ReasoningRpc):
         tokenizer = load_tokenizer(config.model)
         self._prompts = PromptBuilder(tokenizer)
         self._generators = GeneratorWatch(GENERATOR_DEPLOYMENT)
-        self._control_tokens = ControlTokenGuard(tokenizer)
-        # Rendering and tokenising a prompt of up to max_request_bytes takes long enough to
-        # stall every other request on the event loop: it runs here instead, one at a time
-        # (the tokenizer is not safe to share between threads).
+        self._prompt_guard = PromptGuard(tokenizer, config.model.max_model_len)
+        # Rendering and tokenising a long prompt takes long enough (seconds) to stall every
+        # other request on the event loop: it runs here instead, one at a time (the tokenizer
+        # is not safe to share between threads), with at most max_prompts_waiting in line.
         self._prompt_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prompt")
+        self._prompts_waiting = 0
         # Polls of /events that may wait for new events; the rest answer at once.
         self._event_waiters = asyncio.Semaphore(config.http.max_event_waiters)
         self._recovery = Recovery(
@@ -357,13 +358,25 @@ class Gateway(ReasoningRpc):
 
     async def _prepare(self, body: ProblemRequest) -> Prepared:
         """Check, render and count the prompt in the prompt worker, off the event loop."""
-        return await asyncio.get_running_loop().run_in_executor(self._prompt_worker, self._prepare_now, body)
-
-    def _prepare_now(self, body: ProblemRequest) -> Prepared:
         messages = body.chat_messages()
-        self._control_tokens.check(messages)
+        self._prompt_guard.check(messages)
+        if self._prompts_waiting >= self._config.http.max_prompts_waiting:
+            raise ApiError(
+                503,
+                "the gateway is busy preparing other prompts; retry shortly",
+                type="server_error",
+                code="service_unavailable",
+            )
+        self._prompts_waiting += 1
         try:
-            problem = pose(messages, body.task)
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._prompt_worker, self._render, messages, body.task)
+        finally:
+            self._prompts_waiting -= 1
+
+    def _render(self, messages: tuple[ChatMessage, ...], task: str) -> Prepared:
+        try:
+            problem = pose(messages, task)
         except InvalidProblem as exc:
             raise ApiError(400, str(exc), param="messages") from exc
         prompt = self._prompts.render(problem)

@@ -104,15 +104,23 @@ def stream_position(after: str) -> str:
     return after
 
 
-class ControlTokenGuard:
-    """Refuses message text that spells one of the model's special tokens.
+class PromptGuard:
+    """Checks a conversation before it is rendered: its size, and the model's control tokens.
 
-    The prompt reaches the engine as text, which the tokenizer splits at its special tokens:
-    a user message containing `<|im_start|>system` would open a turn of its own. Refusing it
-    (400) rather than silently rewriting it tells the client exactly what was wrong.
+    Size: no token is longer than the longest in the vocabulary, so messages with more
+    characters than that times the context length cannot fit, and are refused (400) before a
+    second is spent rendering and tokenising them.
+
+    Control tokens: the prompt reaches the engine as text, which the tokenizer splits at its
+    special tokens: a user message containing `<|im_start|>system` would open a turn of its
+    own. Refusing it (400) rather than silently rewriting it tells the client what was wrong.
     """
 
-    def __init__(self, tokenizer: Any) -> None:
+    def __init__(self, tokenizer: Any, max_model_len: int) -> None:
+        vocabulary = tokenizer.get_vocab()
+        longest = max((len(tokenizer.convert_tokens_to_string([t])) for t in vocabulary), default=1)
+        self._max_model_len = max_model_len
+        self.max_chars = max(longest, 1) * max_model_len
         added = getattr(tokenizer, "added_tokens_decoder", {}) or {}
         tokens = {str(t) for t in getattr(tokenizer, "all_special_tokens", ())}
         tokens |= {token.content for token in added.values() if getattr(token, "special", False)}
@@ -120,6 +128,15 @@ class ControlTokenGuard:
         self._pattern = re.compile("|".join(map(re.escape, ordered))) if ordered else None
 
     def check(self, messages: Sequence[ChatMessage]) -> None:
+        chars = sum(len(message.content) for message in messages)
+        if chars > self.max_chars:
+            raise ApiError(
+                400,
+                f"the messages have {chars} characters: more than the model's {self._max_model_len}-token "
+                "context could hold",
+                param="messages",
+                code="context_length_exceeded",
+            )
         if self._pattern is None:
             return
         for index, message in enumerate(messages):

@@ -44,15 +44,16 @@ def quiet_after(secure: SecureApp) -> Iterator[None]:
 
 
 def _post(secure: SecureApp, question: str, timeout_s: float = 120) -> tuple[httpx.Response, float]:
-    started = time.monotonic()
+    """The response, and when it came (time.monotonic())."""
     response = httpx.post(
         f"{secure.url}/v1/chat/completions", json=ask(question), headers=auth("acme"), timeout=timeout_s
     )
-    return response, time.monotonic() - started
+    return response, time.monotonic()
 
 
 def _in_flight(secure: SecureApp, n: int, wait_s: float) -> Callable[[], list[tuple[httpx.Response, float]]]:
-    """Start n requests that take about wait_s of engine time; returns a join that gives their outcomes."""
+    """Start n requests that take about wait_s of engine time; returns a join that gives each
+    response and when it came."""
     outcomes: list[tuple[httpx.Response, float]] = []
 
     def one(i: int) -> None:
@@ -113,11 +114,10 @@ def test_shutdown_and_restart_keeps_finished_trees(secure: SecureApp) -> None:
         # SHUTDOWN writes and syncs the append-only file, then the server exits.
         redis.shutdown()
     wait_for("redis to exit", lambda: (not secure.redis.running) or None, 10)
-    for response, took in join():
+    for response, came in join():
         _answer_or_clear_error(response)
         # In flight when Redis left: each ends within 10 s of it, not at its deadline.
-        assert took - 1.5 < 10 + 4, took
-    assert time.monotonic() - stopped_at < 10 + 4
+        assert came - stopped_at < 10, came - stopped_at
     restarted = time.monotonic()
     secure.redis.restart()
     assert _first_success_after(secure, restarted, within_s=5) < 5
@@ -135,8 +135,9 @@ def test_killed_redis_fails_fast_and_recovers_without_a_restart_of_the_cluster(s
         timeout_s=5,
     )
     assert time.monotonic() - killed < 5
-    response, took = _post(secure, "What is 2 + 3?")
-    assert response.status_code == 503 and took < 5, (response.text, took)
+    asked = time.monotonic()
+    response, came = _post(secure, "What is 2 + 3?")
+    assert response.status_code == 503 and came - asked < 5, (response.text, came - asked)
     assert response.headers["retry-after"]
     assert response.json()["error"]["code"] == "service_unavailable"
     restarted = time.monotonic()
@@ -147,21 +148,22 @@ def test_killed_redis_fails_fast_and_recovers_without_a_restart_of_the_cluster(s
 
 
 def test_stopped_redis_answers_every_request_within_its_deadline(secure: SecureApp) -> None:
+    started = time.monotonic()
     join = _in_flight(secure, 3, wait_s=3)
     time.sleep(1.0)
     assert secure.redis.pid is not None
     os.kill(secure.redis.pid, signal.SIGSTOP)
     stopped = time.monotonic()
     try:
-        during, took = _post(secure, "What is 5 + 3?", timeout_s=DEADLINE_S + 30)
+        during, came = _post(secure, "What is 5 + 3?", timeout_s=DEADLINE_S + 30)
         health = httpx.get(f"{secure.url}/healthz", timeout=10)
         assert health.status_code == 503
         time.sleep(max(0.0, 12 - (time.monotonic() - stopped)))
     finally:
         os.kill(secure.redis.pid, signal.SIGCONT)
     _answer_or_clear_error(during)
-    assert took < DEADLINE_S + 10, took
-    for response, took in join():
+    assert came - stopped < DEADLINE_S + 10, came - stopped
+    for response, came in join():
         _answer_or_clear_error(response)
-        assert took < DEADLINE_S + 10, took
+        assert came - started < DEADLINE_S + 10, came - started
     # The cleanup in quiet_after checks that nothing is left running now that Redis is back.

@@ -328,6 +328,7 @@ def test_backpressure_answers_quickly_and_health_stays_responsive(
         took = asyncio.run(_burst(secure.url, follow))
         rss.append(_gateway_rss_mib())
         report = {status: _spread(times) for status, times in took.items()}
+        print(f"burst {_round + 1}: {report}; gateway RSS {rss[-1]:.0f} MiB")  # shown with pytest -rP
         assert set(took) <= {200, 429, 503, "healthz"}, report
         refused = took.get(429, []) + took.get(503, [])
         assert len(refused) >= 100, report
