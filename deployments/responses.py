@@ -158,6 +158,8 @@ class ResponsesApi:
                 if raced is None:
                     raise ApiError(409, f"response {tree_id!r} was just deleted; send a new X-Request-Id")
                 return _retried(raced, body, caller)
+            # The job as created (queued): what a background request answers at once.
+            record = await self._jobs.get(tree_id)
             try:
                 await self._start_tree(solve, effort, admission, None)
                 await self._runner.submit.remote(
@@ -168,7 +170,6 @@ class ResponsesApi:
                 raise
             # From here on the runner holds the admission and gives it back when the job ends.
             held.pop_all()
-        record = await self._jobs.get(tree_id)
         if record is None:
             raise ApiError(404, f"response {shape.response_id!r} was deleted", type="not_found_error")
         return record

@@ -47,8 +47,12 @@ def keyed_app(cluster: LocalCluster) -> Iterator[str]:
         serve.get_deployment_handle(name, APP_NAME)
         for name in ("Planner", "BranchGenerator", "Verifier", "JobRunner")
     ]
+    # The builder's resources for a gateway (Serve's default would ask for a whole CPU).
+    actor = {"num_cpus": config.deployments.gateway.num_cpus}
     serve.run(
-        Gateway.options(name="KeyedGateway").bind(config, *workers),  # type: ignore[attr-defined]
+        Gateway.options(name="KeyedGateway", ray_actor_options=actor).bind(  # type: ignore[attr-defined]
+            config, *workers
+        ),
         name=KEYED_APP,
         route_prefix=f"/{KEYED_APP}",
     )
@@ -105,7 +109,7 @@ def test_reason_answers_with_usage_from_the_ledger(stub: ReasoningStub, cluster:
 
 
 def test_reason_stream_sends_progress_then_the_answer(stub: ReasoningStub, cluster: LocalCluster) -> None:
-    request = pb.ReasonRequest(input=QUESTION, effort="low", max_output_tokens=64)
+    request = pb.ReasonRequest(input=QUESTION, effort="none", max_output_tokens=48)
     events = list(stub.ReasonStream(request, metadata=MAIN, timeout=120))
     assert [event.sequence_number for event in events] == list(range(len(events)))
     *progress, last = events
