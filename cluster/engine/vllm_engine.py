@@ -44,9 +44,20 @@ def cpu_engine_env(config: ModelConfig) -> dict[str, str]:
 
 
 def resolve_dtype(config: ModelConfig, cuda: bool) -> str:
+    """auto: bfloat16 on GPUs and on CPUs with AVX512-BF16, float32 on other CPUs.
+
+    Measured here (README, engine settings): on a CPU with AVX512-BF16 and AMX, bfloat16
+    generates 1.5-1.7x the tokens/s of float32 in batches and prefills 2.5x faster; without
+    those instructions bf16 is emulated and float32 is the faster choice.
+    """
     if config.dtype != "auto":
         return config.dtype
-    return "bfloat16" if cuda else "float32"
+    if cuda:
+        return "bfloat16"
+    import torch
+
+    # The same probe vLLM's CPU backend uses to pick its bf16 kernels.
+    return "bfloat16" if torch.cpu._is_avx512_bf16_supported() else "float32"
 
 
 # What the service asks of every engine unless model.engine_kwargs says otherwise: eager

@@ -19,7 +19,7 @@ def test_engine_kwargs_pass_through_over_the_service_defaults(tmp_path: Path) ->
         max_model_len=1024,
         engine_kwargs={"max_num_seqs": 16, "enable_prefix_caching": False, "enforce_eager": False},
     )
-    args = engine_args(config, tmp_path, cuda=False)
+    args = engine_args(config.model_copy(update={"dtype": "float32"}), tmp_path, cuda=False)
     assert (args.max_num_seqs, args.enable_prefix_caching, args.enforce_eager) == (16, False, False)
     assert args.model == str(tmp_path)
     assert args.served_model_name == "served-name"
