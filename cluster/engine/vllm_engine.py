@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cluster.config import ModelConfig
+from cluster.models import named_model
 from cluster.types import Completion, GenerationRequest, GenerationResult
 
 if TYPE_CHECKING:
@@ -44,11 +45,9 @@ def cpu_engine_env(config: ModelConfig) -> dict[str, str]:
 
 
 def resolve_dtype(config: ModelConfig, cuda: bool) -> str:
-    """auto: bfloat16 on GPUs and on CPUs with AVX512-BF16, float32 on other CPUs.
-
-    Measured here (README, engine settings): on a CPU with AVX512-BF16 and AMX, bfloat16
-    generates 1.5-1.7x the tokens/s of float32 in batches and prefills 2.5x faster; without
-    those instructions bf16 is emulated and float32 is the faster choice.
+    """auto: bfloat16 on GPUs; on CPUs, float32 unless the CPU has AVX512-BF16 and the named
+    model measured faster in bfloat16 there (Qwen: 1.5-1.7x in batches; SmolLM2 slower;
+    README, engine settings). Without AVX512-BF16, bf16 is emulated and float32 wins.
     """
     if config.dtype != "auto":
         return config.dtype
@@ -57,7 +56,9 @@ def resolve_dtype(config: ModelConfig, cuda: bool) -> str:
     import torch
 
     # The same probe vLLM's CPU backend uses to pick its bf16 kernels.
-    return "bfloat16" if torch.cpu._is_avx512_bf16_supported() else "float32"
+    if config.path is None and torch.cpu._is_avx512_bf16_supported():
+        return named_model(config.name).bf16_cpu_dtype
+    return "float32"
 
 
 # What the service asks of every engine unless model.engine_kwargs says otherwise: eager
