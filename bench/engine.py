@@ -227,7 +227,10 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory() as scratch:
             result_file = Path(scratch) / "result.json"
             one = ["--model", args.model, "--one", name, "--result", str(result_file)]
-            subprocess.run([sys.executable, "-m", "bench.engine", *one], check=True)
+            if subprocess.run([sys.executable, "-m", "bench.engine", *one]).returncode != 0:
+                # A setting that kills the engine is a result too; the others still run.
+                print(f"==> {args.model}: {name} FAILED (the engine's error is above)", file=sys.stderr)
+                continue
             result = Result(**json.loads(result_file.read_text()))
         with args.out.open("a") as out:
             out.write(json.dumps(asdict(result)) + "\n")
