@@ -177,8 +177,8 @@ class ModelConfig(_Strict):
     name: str = DEFAULT_MODEL
     path: str | None = None
     max_model_len: Annotated[int, Field(gt=0)] = 2048
-    # auto: bfloat16 on GPUs; float32 on CPUs, where bf16 without AVX512-BF16 measured
-    # half the speed (README, engine settings).
+    # auto: bfloat16 on GPUs; on CPUs the faster of float32 and bfloat16 for a named model as
+    # measured (README, engine settings), float32 for a model.path.
     dtype: str = "auto"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # CPU: KV cache size in GiB (VLLM_CPU_KVCACHE_SPACE, read from the environment at start).
