@@ -109,9 +109,11 @@ class GeneratorWatch:
             raise _unavailable("no engine is running right now (one is starting); retry shortly")
 
     def _any_running(self) -> bool:
-        app = serve.get_replica_context().app_name
-        status = serve.status().applications[app].deployments[self._deployment]
-        states = {
-            str(getattr(state, "value", state)): count for state, count in status.replica_states.items()
-        }
-        return states.get("RUNNING", 0) > 0
+        return running_replicas(serve.get_replica_context().app_name, self._deployment) > 0
+
+
+def running_replicas(app: str, deployment: str) -> int:
+    """How many replicas of a deployment Serve's controller reports RUNNING."""
+    status = serve.status().applications[app].deployments[deployment]
+    states = {str(getattr(state, "value", state)): count for state, count in status.replica_states.items()}
+    return states.get("RUNNING", 0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from cluster.types import Completion, GenerationRequest, GenerationResult
 
@@ -81,10 +81,16 @@ class StepScript:
         if scripted is None:
             raise AssertionError(f"the search asked for a step after an unscripted path {path}")
         if request.regex is not None:
-            # The engine cannot write what the grammar forbids (a step proposed here before).
-            scripted = [p for p in scripted if re.fullmatch(request.regex, p.text)]
+            # The engine cannot write what the grammar forbids (a step proposed here before);
+            # a grammar for the first part of a step (a move) gets the words of each proposal
+            # that make it up, and a move in the prompt gets the rest of its proposal.
+            scripted = _parts(scripted, request.regex, self.move_of(request.prompt))
         completions = tuple(_proposal(p, request) for p in scripted[: request.n])
         return GenerationResult(completions, prompt_tokens=20, cached_tokens=0, replica="scripted")
+
+    def move_of(self, prompt: str) -> str:
+        """What the prompt holds after the last step: a move whose working out is asked for."""
+        return prompt[len(self.base_prompt) :].split(self.delimiter)[-1]
 
     def path_of(self, prompt: str) -> tuple[str, ...]:
         assert prompt.startswith(self.base_prompt), prompt
@@ -95,11 +101,31 @@ class StepScript:
         return tuple(steps)
 
 
+def _parts(scripted: Sequence[Proposal], regex: str, move: str) -> list[Proposal]:
+    """The proposals, or the parts of them, that the grammar admits (after `move`, if any)."""
+    parts = []
+    for proposal in scripted:
+        if move:
+            if not proposal.text.startswith(move):
+                continue
+            rest = proposal.text[len(move) :]
+            candidates = [rest] if re.fullmatch(regex, rest) else []
+        else:
+            words = proposal.text.split(" ")
+            candidates = [" ".join(words[:end]) for end in range(len(words), 0, -1)]
+        admitted = next((text for text in candidates if re.fullmatch(regex, text)), None)
+        if admitted is not None:
+            parts.append(replace(proposal, text=admitted))
+    return parts
+
+
 def _proposal(proposal: Proposal, request: GenerationRequest) -> Completion:
-    words = proposal.text.split(" ")[: request.max_tokens]
+    # The rest of a step after its move starts with a space: part of its first word.
+    leading = " " if proposal.text.startswith(" ") else ""
+    words = proposal.text.split()[: request.max_tokens]
     ended_at_stop = proposal.ending == "step" and bool(request.stop)
     return Completion(
-        " ".join(words),
+        leading + " ".join(words),
         len(words),
         "stop",
         cumulative_logprob=proposal.logprob * len(words),

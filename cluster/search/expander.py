@@ -7,15 +7,17 @@ can never overspend a tree. What comes back is written to the tree at once.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from cluster.config import EffortBudget
 from cluster.search.observer import SearchObserver
 from cluster.search.tree import Chain, SearchTree
 from cluster.store import TOKENS, BudgetLedger, NodeDraft, NodeStatus, Reservation, ThoughtNode
-from cluster.tasks.steps import StepFormat, StepRequest
+from cluster.tasks.steps import StepChoice, StepFormat, StepRequest
 from cluster.types import Completion, GenerationRequest, GenerationResult, SolveRequest, Usage
 
 # A chain shorter than this cannot hold reasoning and an answer; do not start one.
@@ -78,7 +80,7 @@ class Expander:
             _draft(completion, result, self._steps.answer(completion.text), "answer")
             for completion in result.completions
         ]
-        return await self._record(self._tree.root, drafts, result)
+        return await self._record(self._tree.root, drafts, _tokens(result), result.replica)
 
     async def expand(self, node: ThoughtNode, k: int) -> list[Chain]:
         """Propose up to `k` next steps after `node`: sampled in one batched engine call, or,
@@ -97,11 +99,15 @@ class Expander:
             return []
         if shape.temperature != 0:
             return await self._propose(node, steps, final, shape, k, known)
-        # Greedy decoding would repeat one step k times in a batch.
+        # Greedy decoding would repeat one step k times in a batch: the steps go in two parts
+        # where the format allows and the effort samples (k moves sampled at once, each worked
+        # out greedily), else one call per step, each leaving out the steps proposed before it.
         chains: list[Chain] = []
+        in_two_parts = shape.choice is not None and self._budget.temperature > 0
         while shape is not None and len(chains) < k:
             try:
-                proposed = await self._propose(node, steps, final, shape, 1, known)
+                wanted = k - len(chains) if in_two_parts else 1
+                proposed = await self._propose(node, steps, final, shape, wanted, known, in_two_parts)
             except BudgetExhausted:
                 if not chains:
                     raise
@@ -113,31 +119,115 @@ class Expander:
         return chains
 
     async def _propose(
-        self, node: ThoughtNode, steps: list[str], final: bool, shape: StepRequest, k: int, known: set[str]
+        self,
+        node: ThoughtNode,
+        steps: list[str],
+        final: bool,
+        shape: StepRequest,
+        k: int,
+        known: set[str],
+        in_two_parts: bool = False,
     ) -> list[Chain]:
-        """`k` proposals after `node` in one engine call; adds their texts to `known`."""
+        """`k` proposals after `node` in one engine call, or in two rounds of calls where
+        `in_two_parts` and the budget affords more than one; adds their texts to `known`."""
         per_step = self._budget.max_tokens_per_branch if final else self._budget.max_tokens_per_step
         if shape.max_tokens is not None:
             per_step = min(per_step, shape.max_tokens)
         async with self._ledger.reservation(self._request.tree_id, TOKENS, k * per_step) as reservation:
             k, max_tokens = _fit_chains(k, reservation.amount, per_step)
-            prompt = self._steps.prompt(self._request.prompt, steps)
-            # Each call its own seed: a node expanded again must not repeat its first proposals.
-            seed = None if self._request.seed is None else self._request.seed + len(self._tree)
+            call = _Call(
+                reservation,
+                self._steps.prompt(self._request.prompt, steps),
+                max_tokens,
+                # Each call its own seed: a node expanded again must not repeat its first proposals.
+                None if self._request.seed is None else self._request.seed + len(self._tree),
+            )
+            if in_two_parts and shape.choice is not None and k > 1:
+                return await self._propose_in_two_parts(node, steps, final, shape.choice, k, known, call)
             result = await self._generate(
-                reservation, prompt, k, max_tokens, seed, shape.stop, shape.regex, shape.temperature
+                reservation, call.prompt, k, max_tokens, call.seed, shape.stop, shape.regex, shape.temperature
             )
-        # A step already among the siblings adds nothing to grow: it is written (its tokens
-        # were spent) but pruned at once.
-        drafts: list[NodeDraft] = []
-        for completion in result.completions:
-            step = self._steps.read(steps, completion, final)
-            status: NodeStatus = "open" if not step.terminal else "answer" if step.answer else "pruned"
-            drafts.append(
-                _draft(completion, result, step.answer, "pruned" if step.text in known else status, step.text)
-            )
-            known.add(step.text)
-        return await self._record(node, drafts, result)
+        drafts = [
+            self._step_draft(steps, final, completion, result, known) for completion in result.completions
+        ]
+        return await self._record(node, drafts, _tokens(result), result.replica)
+
+    async def _propose_in_two_parts(
+        self,
+        node: ThoughtNode,
+        steps: list[str],
+        final: bool,
+        choice: StepChoice,
+        k: int,
+        known: set[str],
+        call: _Call,
+    ) -> list[Chain]:
+        """`k` moves after `node` sampled in one engine call, then each distinct move worked
+        out greedily, all at once, each step within `call.max_tokens`. A move sampled twice is
+        worked out once; both samples' tokens are its node's."""
+        move_tokens = min(choice.max_tokens, call.max_tokens)
+        moves = await self._generate(
+            call.reservation, call.prompt, k, move_tokens, call.seed, regex=choice.regex
+        )
+        samples: dict[str, list[Completion]] = {}
+        for completion in moves.completions:
+            samples.setdefault(completion.text, []).append(completion)
+        # Each move's node is written as soon as it is worked out: a deadline that cancels the
+        # rest keeps the steps that were finished.
+        working = {
+            asyncio.ensure_future(self._work_out(call, same[0], choice)): move
+            for move, same in samples.items()
+        }
+        chains: list[Chain] = []
+        try:
+            while working:
+                finished, _ = await asyncio.wait(working, return_when=asyncio.FIRST_COMPLETED)
+                for task in finished:
+                    same, rest = samples[working.pop(task)], task.result()
+                    step = same[0] if rest is None else _joined(same[0], rest)
+                    draft = self._step_draft(steps, final, step, moves, known, _tokens_of(same[1:]))
+                    tokens = _tokens_of(same) + (0 if rest is None else rest.token_count)
+                    chains += await self._record(node, [draft], tokens, moves.replica)
+        finally:
+            for task in working:
+                task.cancel()
+        return chains
+
+    async def _work_out(self, call: _Call, move: Completion, choice: StepChoice) -> Completion | None:
+        """The move's working out, greedily; None when the move used the step's tokens up or
+        the engine wrote nothing."""
+        max_tokens = min(choice.rest_max_tokens, call.max_tokens - move.token_count)
+        if max_tokens <= 0:
+            return None
+        rest = await self._generate(
+            call.reservation,
+            call.prompt + move.text,
+            1,
+            max_tokens,
+            call.seed,
+            regex=choice.rest_regex,
+            temperature=0.0,
+        )
+        return rest.completions[0] if rest.completions else None
+
+    def _step_draft(
+        self,
+        steps: list[str],
+        final: bool,
+        completion: Completion,
+        result: GenerationResult,
+        known: set[str],
+        repeated_tokens: int = 0,
+    ) -> NodeDraft:
+        """A proposed step as the tree stores it. A step already among the siblings adds nothing
+        to grow: it is written (its tokens were spent) but pruned at once. `repeated_tokens`:
+        what samples of the same move cost, counted on this node."""
+        step = self._steps.read(steps, completion, final)
+        status: NodeStatus = "open" if not step.terminal else "answer" if step.answer else "pruned"
+        draft = _draft(completion, result, step.answer, "pruned" if step.text in known else status, step.text)
+        draft = replace(draft, completion_tokens=draft.completion_tokens + repeated_tokens)
+        known.add(step.text)
+        return draft
 
     async def _generate(
         self,
@@ -166,17 +256,16 @@ class Expander:
                 cache_salt=self._request.cache_salt,
             )
         )
-        generated = sum(c.token_count for c in result.completions)
+        generated = _tokens(result)
         reservation.use(generated)
         # vLLM reports the shared prompt once per batched request: it is prefilled once.
         self.usage += Usage(result.prompt_tokens, generated, result.cached_tokens)
         return result
 
     async def _record(
-        self, parent: ThoughtNode, drafts: Sequence[NodeDraft], result: GenerationResult
+        self, parent: ThoughtNode, drafts: Sequence[NodeDraft], tokens: int, replica: str
     ) -> list[Chain]:
-        tokens = sum(c.token_count for c in result.completions)
-        self._tree.event("chains", {"count": len(drafts), "tokens": tokens, "replica": result.replica})
+        self._tree.event("chains", {"count": len(drafts), "tokens": tokens, "replica": replica})
         nodes = await self._tree.add_children(parent, drafts)
         if len(self._tree) == len(nodes) + 1:  # the tree held only its root before
             self._observer.first_progress(self._request, time.monotonic() - self._started)
@@ -206,6 +295,41 @@ def _draft(
         status=status,
         logprob=mean_logprob,
         finish_reason=completion.finish_reason,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """What the engine calls of one proposal share: the reservation, the prompt, each step's
+    token cap and the seed."""
+
+    reservation: Reservation
+    prompt: str
+    max_tokens: int
+    seed: int | None
+
+
+def _tokens(result: GenerationResult) -> int:
+    return _tokens_of(result.completions)
+
+
+def _tokens_of(completions: Sequence[Completion]) -> int:
+    return sum(c.token_count for c in completions)
+
+
+def _joined(move: Completion, rest: Completion) -> Completion:
+    """A move and its working out as one step."""
+    logprob = (
+        None
+        if move.cumulative_logprob is None or rest.cumulative_logprob is None
+        else move.cumulative_logprob + rest.cumulative_logprob
+    )
+    return Completion(
+        move.text + rest.text,
+        move.token_count + rest.token_count,
+        rest.finish_reason,
+        logprob,
+        rest.stop_reason,
     )
 
 

@@ -18,7 +18,7 @@ from itertools import permutations
 
 from cluster.config import TaskSettings
 from cluster.tasks.base import InvalidProblem, Task, register_task
-from cluster.tasks.steps import Step, StepFormat, StepRequest
+from cluster.tasks.steps import Step, StepChoice, StepFormat, StepRequest
 from cluster.types import ChatMessage, Completion, Problem
 from cluster.verifiers.arithmetic import (
     MAX_NUMBER_DIGITS,
@@ -370,11 +370,21 @@ class Game24Steps(StepFormat):
         last = len(pool) == 2
         result = str(TARGET) if last else _NUMBER
         alternatives = "|".join(" ".join(re.escape(part) for part in operation) for operation in operations)
-        regex = f"({alternatives}) = {result}"
         # Every token is at least one character, and the end-of-sequence token is one more.
         result_chars = len(result) if last else _NUMBER_CHARS
-        longest = max(len(" ".join(operation)) for operation in operations) + len(" = ") + result_chars + 1
-        return StepRequest(regex=regex, max_tokens=longest, temperature=self.temperature)
+        move_tokens = max(len(" ".join(operation)) for operation in operations) + 1
+        working_out = StepChoice(
+            regex=f"({alternatives})",
+            max_tokens=move_tokens,
+            rest_regex=f" = {result}",
+            rest_max_tokens=len(" = ") + result_chars + 1,
+        )
+        return StepRequest(
+            regex=f"({alternatives}) = {result}",
+            max_tokens=move_tokens + len(" = ") + result_chars,
+            temperature=self.temperature,
+            choice=working_out,
+        )
 
     def read(self, steps: Sequence[str], completion: Completion, final: bool) -> Step:
         text = completion.text.strip()

@@ -20,6 +20,19 @@ AnswerOf = Callable[[str], "str | None"]
 
 
 @dataclass(frozen=True, slots=True)
+class StepChoice:
+    """A step in two parts, so that k greedy proposals take two rounds of engine calls, not k:
+    which move to make (`regex`, k sampled in one call at the effort's temperature: the model
+    picks what to try), then each move's working out (`rest_regex`, greedy, the k at once:
+    the model's best arithmetic, not a sample of it)."""
+
+    regex: str
+    max_tokens: int
+    rest_regex: str
+    rest_max_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
 class StepRequest:
     """How to ask the engine for the next step."""
 
@@ -29,6 +42,8 @@ class StepRequest:
     max_tokens: int | None = None
     # None: the effort's temperature.
     temperature: float | None = None
+    # The same step in two parts, for proposing several greedy steps at once.
+    choice: StepChoice | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -244,9 +244,13 @@ async def test_dvts_grows_each_subtree_greedily(redis_client: Redis) -> None:
 
 
 async def test_greedy_steps_come_one_per_call_each_leaving_out_those_before(redis_client: Redis) -> None:
-    # Game of 24 steps are greedy by default: the model's top step, then its next best, ...
+    # At an effort that does not sample, Game of 24 steps come greedily: the model's top step,
+    # then its next best, ...
+    config = tree_config("beam_search", branches=3, width=1).with_overrides(
+        {"efforts": {"high": {"temperature": 0.0}}}
+    )
     engine = game24_engine()
-    harness = Harness(redis_client, tree_config("beam_search", branches=3, width=1), engine)
+    harness = Harness(redis_client, config, engine)
     await harness.solve("greedy")
     first_round = engine.requests[:3]
     assert [(r.n, r.temperature) for r in first_round] == [(1, 0.0)] * 3
@@ -258,6 +262,36 @@ async def test_greedy_steps_come_one_per_call_each_leaving_out_those_before(redi
     tree = await harness.store.get_tree("greedy")
     assert tree is not None
     assert [n.text.split(" (left:")[0] for n in tree.nodes if n.depth == 1][:3] == proposed
+
+
+async def test_steps_come_in_two_parts_moves_sampled_together_then_worked_out_greedily(
+    redis_client: Redis,
+) -> None:
+    script = {
+        **GAME24_SCRIPT,
+        # The model samples one move twice: it is worked out once and pays for both samples.
+        (): [P("13 - 9 = 4", -0.1), P("13 - 9 = 4", -0.1), P("10 - 4 = 6", -0.2)],
+    }
+    engine = game24_engine(script)
+    harness = Harness(redis_client, tree_config("beam_search", branches=3, width=1), engine)
+    await harness.solve("two-parts")
+    moves, *work = engine.requests[:3]
+    assert (moves.n, moves.temperature, moves.prompt) == (3, 0.8, "PROMPT")
+    assert moves.regex is not None and re.fullmatch(moves.regex, "13 - 9")
+    assert not re.fullmatch(moves.regex, "13 - 9 = 4")
+    assert sorted((r.n, r.temperature, r.prompt) for r in work) == [
+        (1, 0.0, "PROMPT10 - 4"),
+        (1, 0.0, "PROMPT13 - 9"),
+    ]
+    assert all(r.regex is not None and re.fullmatch(r.regex, " = 4") for r in work)
+    tree = await harness.store.get_tree("two-parts")
+    assert tree is not None
+    first = {n.text.split(" (left:")[0]: n for n in tree.nodes if n.depth == 1}
+    assert sorted(first) == ["10 - 4 = 6", "13 - 9 = 4"]
+    # "13 - 9" twice (3 words each), " = 4" once (2 words); "10 - 4" and " = 6" once.
+    assert (first["13 - 9 = 4"].completion_tokens, first["10 - 4 = 6"].completion_tokens) == (8, 5)
+    snapshot = await harness.ledger.snapshot("two-parts")
+    assert snapshot.spent[TOKENS] == sum(n.completion_tokens for n in tree.nodes)
 
 
 async def test_sampled_steps_come_in_one_batch_at_the_configured_temperature(redis_client: Redis) -> None:
@@ -297,8 +331,11 @@ async def test_mcts_follows_value_and_prior_and_backs_up_visits(redis_client: Re
     harness = Harness(redis_client, tree_config("mcts"), engine)
     result = await harness.solve("mcts")
     assert result.answer == SOLUTION
-    # Root, then the only right step, then its likelier child: two greedy calls each.
-    assert len(engine.requests) == 6 and len({r.prompt for r in engine.requests}) == 3
+    # Root, then the only right step, then its likelier child: one call sampling two moves
+    # each, then a greedy call working each move out.
+    sampled = [r for r in engine.requests if r.n == 2]
+    assert len(sampled) == 3 and len({r.prompt for r in sampled}) == 3
+    assert len(engine.requests) == 3 * 3
     tree = await harness.store.get_tree("mcts")
     assert tree is not None
     by_text = {n.text.split(" (left:")[0]: n for n in tree.nodes}
