@@ -1,0 +1,288 @@
+"""The model-free control for Game of 24: the same search with no model in it.
+
+At every evaluated point the control runs the search the service ran — the same strategy,
+the effort's budget from the same config, the same verifiers, the real `SearchController` on
+a Redis of its own — with one part swapped: the proposer. `RandomProposer` answers the
+search's engine calls without a model. For a step it draws uniformly at random among the
+steps the task's grammar offers at that node (`cluster.tasks.game24.legal_operations`, the
+grammar's own source: any two numbers left, any operation, no division by zero, no step
+already tried there) and writes it with its true result, or with the claim of 24 the rules
+fix for the last step; for a whole chain (best-of-N, probes) it plays a random game out that
+way and states the expression it built. It is enumeration under the game's rules, not a
+model, and it reports each proposal at the tokens the model's own tokenizer needs for the
+same text (plus the end-of-sequence token), so the budget buys it as many proposals as the
+text would cost the model. What the model's guidance is worth is what it solves beyond this.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+from types import TracebackType
+from typing import NoReturn, Protocol
+
+from redis.asyncio import Redis
+
+from cluster.config import ClusterConfig
+from cluster.evaluation.loop import BackgroundLoop
+from cluster.prompts import ChatTokenizer, PromptBuilder
+from cluster.search.context import SearchServices
+from cluster.search.controller import SearchController
+from cluster.store import (
+    TOKENS,
+    VERIFIER_CALLS,
+    BudgetLedger,
+    EmbeddedRedis,
+    KeySpace,
+    ThoughtTree,
+    TreeMeta,
+    TreeStore,
+)
+from cluster.tasks import pose, verifiers_for
+from cluster.tasks.game24 import (
+    TARGET,
+    Game24Step,
+    Operation,
+    claimed_result,
+    combine,
+    legal_operations,
+    number_text,
+    replay,
+    starting_pool,
+)
+from cluster.types import (
+    ChatMessage,
+    Completion,
+    Effort,
+    GenerationRequest,
+    GenerationResult,
+    Problem,
+    SolveRequest,
+    SolveResult,
+)
+from cluster.verifiers import VerifierDeps, build_verifier
+from cluster.verifiers.service import VerificationService
+
+TASK = "game24"
+TENANT = "model-free-control"
+REPLICA = "model-free control"
+# The end-of-sequence token the model generates after a step or a chain (the engine counts it).
+END_OF_SEQUENCE_TOKENS = 1
+
+
+class Tokenizer(ChatTokenizer, Protocol):
+    """The model's tokenizer: renders the prompt, counts and cuts the proposals' text."""
+
+    def decode(self, token_ids: list[int]) -> str: ...
+
+
+class ModelRequired(RuntimeError):
+    """The control's search asked for something only a model can write (a model verifier's
+    verdict, free text): the control asks no model, so the comparison would not hold."""
+
+
+@dataclass
+class RandomProposer:
+    """Answers a Game of 24 search's engine calls with uniformly random legal steps.
+
+    One per tree: it remembers the steps it proposed at each node, as the grammar leaves the
+    steps tried there out. Each draw is seeded by `seed`, the node and the steps tried there
+    (each game by `seed` and its number), so a search draws the same whatever order its
+    concurrent expansions reach the proposer in.
+    """
+
+    problem: Problem
+    base_prompt: str
+    delimiter: str
+    tokenizer: Tokenizer
+    seed: str
+    # Engine calls answered, and what the control was asked that only a model could answer.
+    calls: int = 0
+    refused: str | None = None
+    games: int = 0
+    _tried: dict[str, set[tuple[Fraction, str, Fraction]]] = field(default_factory=dict)
+
+    async def generate(self, request: GenerationRequest) -> GenerationResult:
+        path = self._path(request)
+        if request.regex is not None:
+            texts = [text for _ in range(request.n) if (text := self._step(request.prompt, path)) is not None]
+        elif not path and not request.stop:
+            texts = [self._playout() for _ in range(request.n)]
+        else:
+            self._refuse(
+                "the model-free control proposes Game of 24 steps and whole games only; it was "
+                "asked for free text (a model verifier's verdict?), which only a model can write"
+            )
+        self.calls += 1
+        completions = tuple(self._complete(text, request.max_tokens) for text in texts)
+        prompt_tokens = len(self.tokenizer.encode(request.prompt, add_special_tokens=False))
+        return GenerationResult(completions, prompt_tokens, cached_tokens=0, replica=REPLICA)
+
+    def _path(self, request: GenerationRequest) -> list[str]:
+        """The steps so far: the prompt is the problem's prompt, then each step and a delimiter."""
+        if not request.prompt.startswith(self.base_prompt):
+            self._refuse("the model-free control was asked to continue the prompt of another problem")
+        return request.prompt[len(self.base_prompt) :].split(self.delimiter)[:-1]
+
+    def _step(self, prompt: str, path: Sequence[str]) -> str | None:
+        # `prompt` names the node: the problem's prompt and the path to it.
+        pool = [number.value for number in replay(self._numbers, path)]
+        tried = self._tried.setdefault(prompt, set())
+        offered = legal_operations(pool, tried)
+        if not offered:
+            return None
+        operation = random.Random(f"{self.seed}:{prompt}:{len(tried)}").choice(offered)
+        tried.add((Fraction(operation.a), operation.op, Fraction(operation.b)))
+        claimed = claimed_result(pool)
+        return f"{_stated(operation)} = {number_text(operation.value()) if claimed is None else claimed}"
+
+    def _playout(self) -> str:
+        """A whole game of uniformly random legal steps, laid out as the task's instructions ask."""
+        self.games += 1
+        rng = random.Random(f"{self.seed}:game {self.games}")
+        pool = starting_pool(self._numbers)
+        lines = []
+        while len(pool) > 1:
+            operation = rng.choice(legal_operations([number.value for number in pool]))
+            value = operation.value()
+            step = Game24Step(Fraction(operation.a), operation.op, Fraction(operation.b), value, None)
+            pool = combine(pool, step)
+            listed = " ".join(number_text(number.value) for number in pool)
+            lines.append(f"{_stated(operation)} = {number_text(value)} (left: {listed})")
+        # The last step's expression, without the parentheses `combine` put around it.
+        lines.append(f"Answer: {pool[0].expression[1:-1]} = {TARGET}")
+        return "\n".join(lines)
+
+    def _complete(self, text: str, max_tokens: int) -> Completion:
+        """The text at the model tokenizer's count; cut where the model would have been cut."""
+        tokens = self.tokenizer.encode(text, add_special_tokens=False)
+        if len(tokens) + END_OF_SEQUENCE_TOKENS <= max_tokens:
+            return Completion(text, len(tokens) + END_OF_SEQUENCE_TOKENS, "stop")
+        return Completion(self.tokenizer.decode(tokens[:max_tokens]), max_tokens, "length")
+
+    def _refuse(self, reason: str) -> NoReturn:
+        # Remembered: the search may take the error for a failed call and carry on anytime.
+        self.refused = reason
+        raise ModelRequired(reason)
+
+    @property
+    def _numbers(self) -> tuple[int, ...]:
+        return self.problem.numbers or ()
+
+
+def _stated(operation: Operation) -> str:
+    return " ".join(operation)
+
+
+@dataclass(frozen=True, slots=True)
+class ControlOutcome:
+    result: SolveResult
+    # The control's tree as the search left it (None if it expired at once).
+    tree: ThoughtTree | None
+    latency_s: float
+
+    @property
+    def candidates(self) -> tuple[str, ...]:
+        """The answers of every answered node of the tree."""
+        return tuple(node.answer for node in self.tree.nodes if node.answer) if self.tree else ()
+
+
+class ModelFreeControl:
+    """Runs control searches on an embedded Redis and an event loop of its own.
+
+    A context manager; `solve` may be called from any thread. Seeded: the same seed, key and
+    puzzle give the same search.
+    """
+
+    def __init__(self, config: ClusterConfig, tokenizer: Tokenizer, seed: int = 0) -> None:
+        self._config = config
+        self._tokenizer = tokenizer
+        self._prompts = PromptBuilder(tokenizer)
+        self._seed = seed
+        self._server = EmbeddedRedis()
+        self._loop = BackgroundLoop("model-free-control")
+        self._redis: Redis | None = None
+
+    def __enter__(self) -> ModelFreeControl:
+        self._server.start()
+        self._loop.__enter__()
+        self._redis = Redis.from_url(self._server.url)
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        try:
+            if self._redis is not None:
+                self._loop.run(self._redis.aclose())
+            self._loop.__exit__(kind, error, trace)
+        finally:
+            self._server.stop()
+
+    def solve(
+        self, question: str, effort: str, strategy: str | None, max_tokens: int | None, key: str
+    ) -> ControlOutcome:
+        """The control's search of one puzzle at one point; `key` names the point for the seed."""
+        return self._loop.run(self.asolve(question, effort, strategy, max_tokens, key))
+
+    async def asolve(
+        self, question: str, effort: str, strategy: str | None, max_tokens: int | None, key: str
+    ) -> ControlOutcome:
+        if self._redis is None:
+            raise RuntimeError("the control runs inside `with ModelFreeControl(...)`")
+        started = time.monotonic()
+        problem = pose((ChatMessage("user", question),), TASK)
+        request = self._request(problem, Effort(effort), strategy, max_tokens)
+        keys = KeySpace("control")
+        store, ledger = TreeStore(self._redis, keys), BudgetLedger(self._redis, keys)
+        budget = self._config.budget_for(request.effort)
+        meta = TreeMeta(
+            request.tree_id,
+            TENANT,
+            effort,
+            strategy or budget.strategy,
+            created_at=time.time(),
+            question=question,
+        )
+        grants = {TOKENS: request.max_reasoning_tokens, VERIFIER_CALLS: budget.max_verifier_calls}
+        await store.create_tree(meta, self._config.redis.active_tree_ttl_s, grants)
+        proposer = RandomProposer(
+            problem,
+            request.prompt,
+            self._config.task_settings(TASK).step_delimiter,
+            self._tokenizer,
+            # A string seed hashes the same in every process (no PYTHONHASHSEED).
+            f"{self._seed}:{key}:{question}",
+        )
+        services = SearchServices(store, ledger, proposer, self._verifiers(budget.verifiers, proposer))
+        result = await SearchController(self._config, services).solve(request)
+        if proposer.refused is not None:
+            raise ModelRequired(proposer.refused)
+        tree = await store.get_tree(request.tree_id)
+        return ControlOutcome(result, tree, time.monotonic() - started)
+
+    def _request(
+        self, problem: Problem, effort: Effort, strategy: str | None, cap: int | None
+    ) -> SolveRequest:
+        """The planner's request, as the gateway would make it for the same chat request."""
+        budget = self._config.budget_for(effort)
+        tokens = min(budget.max_reasoning_tokens, cap) if cap is not None else budget.max_reasoning_tokens
+        return SolveRequest(
+            tree_id=uuid.uuid4().hex,
+            tenant=TENANT,
+            effort=effort,
+            problem=problem,
+            prompt=self._prompts.render(problem),
+            max_reasoning_tokens=tokens,
+            strategy=strategy,
+            deadline_at=time.time() + budget.deadline_s,
+        )
+
+    def _verifiers(self, names: Sequence[str], proposer: RandomProposer) -> VerificationService:
+        """The effort's verifiers; a model verifier would ask the proposer, which refuses."""
+        deps = VerifierDeps(proposer, self._prompts, self._config.model.max_model_len)
+        return VerificationService({name: build_verifier(name, deps) for name in verifiers_for(names, TASK)})
