@@ -296,6 +296,9 @@ def _eval(args: argparse.Namespace) -> int:
                 control=control,
                 progress=_eval_progress(),
             )
+    except evaluation.ControlMismatch as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     finally:
         client.close()
     if outcome.table is not None:
@@ -316,14 +319,14 @@ def _model_free_control(
 ) -> evaluation.ModelFreeControl:
     """The control on the model the cluster serves: its tokenizer prices the random steps."""
     from cluster.engine.tokenizer import load_tokenizer
-    from cluster.evaluation import ModelFreeControl
+    from cluster.evaluation import ControlMismatch, ModelFreeControl
 
     served = client.served_model()
     if served != config.model.name:
         if served not in NAMED_MODELS:
-            raise SystemExit(
-                f"error: the cluster serves {served!r}, which is not a named model; pass the "
-                "cluster's --config so that the control counts tokens with its tokenizer"
+            raise ControlMismatch(
+                f"the cluster serves {served!r}, which is not a named model: pass the cluster's "
+                "config with --config, so that the control counts tokens with its tokenizer"
             )
         config = config.with_overrides({"model": {"name": served, "path": None}})
     return ModelFreeControl(config, load_tokenizer(config.model), seed)

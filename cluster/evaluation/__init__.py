@@ -18,6 +18,7 @@ from cluster.evaluation.data import (
 from cluster.evaluation.grading import Grader, grade
 from cluster.evaluation.harness import (
     BASELINE_STRATEGY,
+    ControlMismatch,
     baseline_budget,
     baseline_points,
     evaluate,
@@ -35,6 +36,7 @@ __all__ = [
     "EFFORT_ORDER",
     "SPLITS",
     "TASK_OF",
+    "ControlMismatch",
     "DatasetName",
     "Grader",
     "Item",

@@ -223,6 +223,10 @@ class ModelFreeControl:
         finally:
             self._server.stop()
 
+    def strategy_for(self, effort: str) -> str:
+        """The strategy the control's config gives `effort` (the cluster's, with its config)."""
+        return self._config.budget_for(Effort(effort)).strategy
+
     def solve(
         self, question: str, effort: str, strategy: str | None, max_tokens: int | None, key: str
     ) -> ControlOutcome:

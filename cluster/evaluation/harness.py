@@ -75,32 +75,64 @@ def evaluate(
     measured = list(done)
     with _grading(grader, dataset) as grading:
 
-        def ask_all(points: Sequence[Point]) -> list[Record]:
-            points = [*points, *(replace(p, control=True) for p in points)] if control else list(points)
-            skip = {record.job for record in measured}
-            measured.extend(
-                run(
-                    client,
-                    dataset,
-                    items,
-                    points,
-                    concurrency,
-                    progress,
-                    skip=skip,
-                    grader=grading,
-                    control=control,
-                )
+        def ask_all(points: Sequence[Point], check: bool = False) -> list[Record]:
+            """The points, then (with a control) their controls; `check` that the control's
+            config gives each effort the strategy the cluster ran."""
+            asked = _ask_all(client, dataset, items, points, concurrency, progress, measured, grading)
+            if control is None:
+                return asked
+            if check:
+                _check_strategies(control, asked)
+            controls = [replace(point, control=True) for point in points]
+            return asked + _ask_all(
+                client, dataset, items, controls, concurrency, progress, measured, grading, control
             )
-            wanted = {(point.key, item.index) for point in points for item in items}
-            return label_defaults([record for record in measured if record.job in wanted])
 
-        own_records = ask_all([Point(effort) for effort in efforts])
+        own_records = ask_all([Point(effort) for effort in efforts], check=True)
         own = {r.effort: r.strategy for r in own_records if not r.control}
         others = ask_all([Point(e, s) for e in efforts for s in strategies if s != own.get(e)])
         if baseline:
             service = [r for r in own_records + others if not r.control]
             ask_all(baseline_points(summarize(service)))
     return label_defaults(measured)
+
+
+def _ask_all(
+    client: ReasoningClient,
+    dataset: DatasetName,
+    items: Sequence[Item],
+    points: Sequence[Point],
+    concurrency: int,
+    progress: Callable[[Record], None] | None,
+    measured: list[Record],
+    grader: Grader,
+    control: ModelFreeControl | None = None,
+) -> list[Record]:
+    """The points' records: those `measured` holds, and the rest measured now (added to it)."""
+    skip = {record.job for record in measured}
+    measured.extend(
+        run(client, dataset, items, points, concurrency, progress, skip=skip, grader=grader, control=control)
+    )
+    wanted = {(point.key, item.index) for point in points for item in items}
+    return label_defaults([record for record in measured if record.job in wanted])
+
+
+class ControlMismatch(ValueError):
+    """The control's config maps an effort to another strategy than the cluster ran."""
+
+
+def _check_strategies(control: ModelFreeControl, records: Sequence[Record]) -> None:
+    ran = {r.effort: r.strategy for r in records if r.error is None}
+    differ = [
+        f"{effort}: the cluster ran {strategy}, the control's config says {control.strategy_for(effort)}"
+        for effort, strategy in ran.items()
+        if strategy != control.strategy_for(effort)
+    ]
+    if differ:
+        raise ControlMismatch(
+            "the control would not run the cluster's search (" + "; ".join(differ) + "): pass the "
+            "cluster's config with --config (and --resume to keep what was measured)"
+        )
 
 
 def run(

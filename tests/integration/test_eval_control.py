@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
+from cluster.client import ReasoningAnswer, ReasoningClient
 from cluster.engine.tokenizer import load_tokenizer
-from cluster.evaluation import ModelFreeControl, RandomProposer
+from cluster.evaluation import ControlMismatch, Item, ModelFreeControl, RandomProposer, evaluate
 from cluster.evaluation.control import ModelRequired
 from cluster.store import TOKENS, ThoughtNode, ThoughtTree
 from cluster.tasks import pose
@@ -170,3 +171,19 @@ async def test_the_proposer_writes_only_game_steps_and_games(tokenizer: Any) -> 
         await proposer.generate(GenerationRequest("PROMPT", 1, 2, 0.0, regex="(any) = any"))
     ).completions
     assert (cut.token_count, cut.finish_reason) == (2, "length")
+
+
+def test_a_control_whose_config_maps_an_effort_elsewhere_is_refused(tokenizer: Any) -> None:
+    class Cluster:
+        """Runs self_consistency at medium, where the control's config says beam_search."""
+
+        def ask(self, question: str, effort: str, **kwargs: Any) -> ReasoningAnswer:
+            return ReasoningAnswer("1 + 2", "", "t1", effort, "self_consistency", 0, 9, 9, 0, 1, 1.0)
+
+        def tree(self, tree_id: str) -> dict[str, Any]:
+            return {"nodes": []}
+
+    control = ModelFreeControl(plumbing_config(), tokenizer)
+    puzzles = [Item(1, PUZZLE, "24")]
+    with pytest.raises(ControlMismatch, match="medium: the cluster ran self_consistency, the control's"):
+        evaluate(cast(ReasoningClient, Cluster()), "game24", puzzles, ["medium"], control=control)
