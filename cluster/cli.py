@@ -318,10 +318,17 @@ def _model_free_control(
     client: ReasoningClient, config: ClusterConfig, seed: int
 ) -> evaluation.ModelFreeControl:
     """The control on the model the cluster serves: its tokenizer prices the random steps."""
+    import httpx
+
     from cluster.engine.tokenizer import load_tokenizer
     from cluster.evaluation import ControlMismatch, ModelFreeControl
 
-    served = client.served_model()
+    try:
+        served = client.served_model()
+    except httpx.HTTPError as exc:
+        raise ControlMismatch(
+            f"cannot ask the cluster which model it serves ({exc}); is it running?"
+        ) from exc
     if served != config.model.name:
         if served not in NAMED_MODELS:
             raise ControlMismatch(
