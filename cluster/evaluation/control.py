@@ -90,9 +90,11 @@ class RandomProposer:
     """Answers a Game of 24 search's engine calls with uniformly random legal steps.
 
     One per tree: it remembers the steps it proposed at each node, as the grammar leaves the
-    steps tried there out. Each draw is seeded by `seed`, the node and the steps tried there
-    (each game by `seed` and its number), so a search draws the same whatever order its
-    concurrent expansions reach the proposer in.
+    steps tried there out. The `n` proposals of one call are drawn independently from what
+    the grammar offers for that call, as `n` samples of the model would be. Each draw is seeded
+    by `seed`, the node, the steps tried there and its place in the call (each game by `seed`
+    and its number), so a search draws the same whatever order its concurrent expansions
+    reach the proposer in.
     """
 
     problem: Problem
@@ -100,16 +102,15 @@ class RandomProposer:
     delimiter: str
     tokenizer: Tokenizer
     seed: str
-    # Engine calls answered, and what the control was asked that only a model could answer.
-    calls: int = 0
+    # What the control was asked that only a model could answer.
     refused: str | None = None
-    games: int = 0
     _tried: dict[str, set[tuple[Fraction, str, Fraction]]] = field(default_factory=dict)
+    _games: int = 0
 
     async def generate(self, request: GenerationRequest) -> GenerationResult:
         path = self._path(request)
         if request.regex is not None:
-            texts = [text for _ in range(request.n) if (text := self._step(request.prompt, path)) is not None]
+            texts = self._steps(path, request.n)
         elif not path and not request.stop:
             texts = [self._playout() for _ in range(request.n)]
         else:
@@ -117,7 +118,6 @@ class RandomProposer:
                 "the model-free control proposes Game of 24 steps and whole games only; it was "
                 "asked for free text (a model verifier's verdict?), which only a model can write"
             )
-        self.calls += 1
         completions = tuple(self._complete(text, request.max_tokens) for text in texts)
         prompt_tokens = len(self.tokenizer.encode(request.prompt, add_special_tokens=False))
         return GenerationResult(completions, prompt_tokens, cached_tokens=0, replica=REPLICA)
@@ -128,22 +128,22 @@ class RandomProposer:
             self._refuse("the model-free control was asked to continue the prompt of another problem")
         return request.prompt[len(self.base_prompt) :].split(self.delimiter)[:-1]
 
-    def _step(self, prompt: str, path: Sequence[str]) -> str | None:
-        # `prompt` names the node: the problem's prompt and the path to it.
+    def _steps(self, path: Sequence[str], n: int) -> list[str]:
+        node = self.delimiter.join(path)
         pool = [number.value for number in replay(self._numbers, path)]
-        tried = self._tried.setdefault(prompt, set())
+        tried = self._tried.setdefault(node, set())
         offered = legal_operations(pool, tried)
         if not offered:
-            return None
-        operation = random.Random(f"{self.seed}:{prompt}:{len(tried)}").choice(offered)
-        tried.add((Fraction(operation.a), operation.op, Fraction(operation.b)))
+            return []
+        drawn = [random.Random(f"{self.seed}:{node}:{len(tried)}:{i}").choice(offered) for i in range(n)]
+        tried.update((Fraction(op.a), op.op, Fraction(op.b)) for op in drawn)
         claimed = claimed_result(pool)
-        return f"{_stated(operation)} = {number_text(operation.value()) if claimed is None else claimed}"
+        return [f"{_stated(op)} = {number_text(op.value()) if claimed is None else claimed}" for op in drawn]
 
     def _playout(self) -> str:
         """A whole game of uniformly random legal steps, laid out as the task's instructions ask."""
-        self.games += 1
-        rng = random.Random(f"{self.seed}:game {self.games}")
+        self._games += 1
+        rng = random.Random(f"{self.seed}:game {self._games}")
         pool = starting_pool(self._numbers)
         lines = []
         while len(pool) > 1:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterator
+from fractions import Fraction
 from typing import Any, cast
 
 import pytest
@@ -160,8 +161,14 @@ def test_the_control_never_asks_a_model(control: ModelFreeControl, tokenizer: An
 async def test_the_proposer_writes_only_game_steps_and_games(tokenizer: Any) -> None:
     problem = pose((ChatMessage("user", PUZZLE),), "game24")
     proposer = RandomProposer(problem, "PROMPT", "\n", tokenizer, "0")
-    step = await proposer.generate(GenerationRequest("PROMPT", 3, 20, 0.0, regex="(any) = any"))
-    assert len(step.completions) == 3 and len({c.text for c in step.completions}) == 3
+    first_steps = legal_operations([Fraction(n) for n in NUMBERS])
+    asked = GenerationRequest("PROMPT", 3, 20, 0.8, regex="(any) = any")
+    first = {c.text for c in (await proposer.generate(asked)).completions}
+    assert 0 < len(first) <= 3
+    assert first <= {f"{' '.join(op)} = {number_text(op.value())}" for op in first_steps}
+    # Asked again at the same node, it leaves the steps it proposed there out.
+    again = {c.text for c in (await proposer.generate(asked)).completions}
+    assert again and not again & first
     # A judge's question after a chain, and a prompt of another problem: only a model answers.
     for prompt in ("PROMPT 4 + 9 = 13\nIs it right?", "Another problem"):
         with pytest.raises(ModelRequired):
