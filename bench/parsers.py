@@ -1,14 +1,15 @@
-"""Growth of the parsers of model output on hostile text: the time each public extraction or
-verifier function takes as its input doubles (1k, 2k, ... characters).
+"""Growth of the parsers of model output on hostile text: the CPU time each public extraction
+or verifier function takes as its input doubles (1k, 2k, ... characters).
 
     python -m bench.parsers                 # 1k .. 16k characters, 10 s per call at most
     python -m bench.parsers --max-chars 131072 --limit 30
 
-Each cell is the worst time over a set of adversarial shapes ("1+" * n, "(" * n,
-"\\boxed{" * n, "answer is " * n, digit runs, "####" and many spaces, ...) at that length, with
-"!" when some shape made the function raise instead of answering. Sizes past one whose worst
-call, doubled twice, would pass `--limit` seconds are not measured ("-"). Linear code doubles
-per column; quadratic code quadruples. The worst shape per function is named last.
+Each cell is the worst CPU time (the shortest of --repeats runs) over a set of adversarial
+shapes ("1+" * n, "(" * n, "\\boxed{" * n, "answer is " * n, digit runs, "####" and many
+spaces, ...) at that length, with "!" when some shape made the function raise instead of
+answering. Sizes past one whose worst call, doubled twice, would pass `--limit` seconds are
+not measured ("-"). Linear code doubles per column; quadratic code quadruples. The worst shape
+per function is named last.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from cluster.verifiers.arithmetic import ArithmeticStepVerifier, find_arithmetic
 from cluster.verifiers.game24 import Game24StepsVerifier, Game24Verifier
 from cluster.verifiers.numeric import NumericAnswerVerifier
 
-# Repeated units of hostile text, each repeated until the input has the wanted length, and a
+# Units of hostile text, each repeated to (about) the wanted length, and a
 # few runs of whitespace between a marker and what would follow it (regex backtracking).
 UNITS = (
     "1+", "(", "(1+", "1)", "\\boxed{", "{", "answer is ", "The answer is not ", "#### ", "9", "1,",
@@ -36,7 +37,8 @@ PADDED = ("####", "answer", "answer is", "-", "$", "(", "1 = ")
 
 
 def _repeat(unit: str) -> Callable[[int], str]:
-    return lambda chars: (unit * (chars // len(unit) + 1))[:chars]
+    # Whole units: a unit cut short at the end can end the worst case early ("answer is no").
+    return lambda chars: unit * (chars // len(unit))
 
 
 def _padded(marker: str) -> Callable[[int], str]:

@@ -121,8 +121,8 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument(
         "--jobs",
         type=int,
-        default=len(os.sched_getaffinity(0)),
-        help="policies simulated at once, one process each (default: the CPUs this process may use)",
+        default=os.cpu_count() or 1,
+        help="policies simulated at once, one process each (default: the number of CPUs)",
     )
     simulate.set_defaults(run=_simulate)
 

@@ -10,9 +10,6 @@ import enum
 from dataclasses import dataclass
 from typing import Literal
 
-# A program checks facts; a model gives an opinion (and costs engine tokens).
-VerifierKind = Literal["program", "model"]
-
 
 class Effort(enum.StrEnum):
     LOW = "low"
@@ -70,8 +67,6 @@ class Verdict:
     reason: str
     # False for verifiers that check steps only: right steps do not make the answer right.
     judges_answer: bool = True
-    # Only a program's verdict can prove or refute; a model's is an opinion.
-    kind: VerifierKind = "program"
     # Engine tokens the verifier spent (model judges only), counted by the engine.
     prompt_tokens: int = 0
     completion_tokens: int = 0

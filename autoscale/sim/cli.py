@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import pickle
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -19,16 +20,22 @@ def run_policy(trace: Trace, name: str) -> SimResult:
     return simulate(trace, name, policies_for(trace)[name])
 
 
+def _run_pickled(trace: bytes, name: str) -> SimResult:
+    return run_policy(pickle.loads(trace), name)
+
+
 def compare(trace: Trace, jobs: int = 1) -> list[SimResult]:
     """Every policy of the trace, in its order; `jobs` > 1 runs them in that many processes
     (the runs are independent)."""
     names = list(policies_for(trace))
     if jobs <= 1 or len(names) <= 1:
         return [run_policy(trace, name) for name in names]
+    # Pickled once here rather than once per policy (a large trace takes a while to pickle).
+    payload = pickle.dumps(trace)
     # Spawned, not forked: the caller may hold threads (Ray, matplotlib) that fork would copy.
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=min(jobs, len(names)), mp_context=context) as pool:
-        return list(pool.map(run_policy, [trace] * len(names), names))
+        return list(pool.map(_run_pickled, [payload] * len(names), names))
 
 
 def run_cli(trace_path: str, out_dir: str | None, jobs: int = 1) -> int:

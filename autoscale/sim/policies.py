@@ -23,8 +23,8 @@ from cluster.config import GeneratorScaling
 
 @functools.lru_cache(maxsize=1 << 16)
 def spent_tokens(tokens: int) -> Spent:
-    """`Spent` is immutable: one per count, shared (building one per request per refresh was
-    a third of a fleet-sized run)."""
+    """`Spent` is immutable: one per count, shared (building one per running request at every
+    refresh was a large share of a fleet-sized run)."""
     return Spent(tokens)
 
 
@@ -40,6 +40,7 @@ def demand_tokens_per_s(sim: Simulation) -> float:
         clock = sim.vclock
         for job in sim.running.values():
             admitted.append(job.entry)
+            # Tokens left: how far its class's clock has still to go to its finishing point.
             left = job.finish_v - clock.get(job.effort, 0.0)
             spent[job.entry.tree_id] = spent_tokens(int(job.tokens - (left if left > 0.0 else 0.0)))
         # Waiting requests have spent nothing: compute_demand's default for an absent ledger.

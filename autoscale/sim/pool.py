@@ -23,7 +23,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,7 +69,6 @@ class Metrics:
     """What the replicas reported at the last metrics refresh."""
 
     at: float
-    ongoing: float
     # The demand report (tokens/s), computed on first use: only the effort-budget policy reads it.
     demand_tokens_per_s: float | None = None
 
@@ -148,22 +147,12 @@ class Simulation:
         self.meter = ThroughputMeter(
             self.pool.max_seqs_per_replica, window_s=max(self.pool.metrics_interval_s, EPS)
         )
-        self.metrics = Metrics(at=-math.inf, ongoing=0.0)
+        self.metrics = Metrics(at=-math.inf)
         self.ongoing_samples: list[tuple[float, float]] = []
         # Reasoning tokens admitted per inflow bucket (the registry's `inflow` hash).
         self.inflow: dict[int, int] = {}
 
     # ---- what policies read -----------------------------------------------------------
-
-    def active(self) -> Iterator[Job]:
-        """Requests in flight: running, then waiting in arrival order."""
-        yield from self.running.values()
-        yield from (job for job in self.queue if not job.done)
-
-    def remaining_tokens(self, job: Job) -> float:
-        if job.started is None:
-            return float(job.tokens)
-        return max(job.finish_v - self.vclock.get(job.effort, 0.0), 0.0)
 
     def mean_ongoing(self, since: float) -> float:
         """Ongoing requests averaged over the samples taken at or after `since` (0 for none)."""
@@ -323,7 +312,7 @@ class Simulation:
         self.replica_s_since_tick = 0.0
         ongoing = float(len(self.running) + self.waiting)
         self.ongoing_samples.append((self.now, ongoing))
-        self.metrics = Metrics(at=self.now, ongoing=ongoing)
+        self.metrics = Metrics(at=self.now)
 
     def record(self, t: float) -> None:
         self.timeline.append(

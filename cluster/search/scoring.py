@@ -142,13 +142,15 @@ class Scorer:
 
 
 def _proven(verdicts: Sequence[Verdict]) -> bool:
-    """A program (not a model's opinion) checked the answer and found it right."""
-    return any(v.passed and v.judges_answer and v.kind == "program" for v in verdicts)
+    """A verifier that can prove (a program, not a model's opinion) found the answer right."""
+    return any(v.passed and v.judges_answer and describe(v.verifier).proves for v in verdicts)
 
 
 def _found_wrong(verdicts: Sequence[Verdict], *, of_answer: bool) -> bool:
-    """A program (not a model's opinion) checked the answer (or the steps) and found it wrong."""
-    return any(v.passed is False and v.judges_answer == of_answer and v.kind == "program" for v in verdicts)
+    """A verifier that can refute found the answer (or the steps) wrong."""
+    return any(
+        v.passed is False and v.judges_answer == of_answer and describe(v.verifier).refutes for v in verdicts
+    )
 
 
 def _mean(values: Sequence[float]) -> float | None:

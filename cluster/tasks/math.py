@@ -14,3 +14,5 @@ class MathTask(Task):
         "for example 3 * 15 = 45. Finish with one line of the form 'The answer is <number>.'"
     )
     settings = TaskSettings(step_delimiter="\n")
+    # A chain's own Python program (program of thought), run in the sandbox, checks its arithmetic.
+    verifiers = ("numeric", "arithmetic", "python_program")

@@ -38,6 +38,7 @@ _CANONICAL_OPERATOR = {
 }
 
 _UINT = r"(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)"
+# "0x10" is hexadecimal to Python and to a reader, not "0 times 10": refused.
 _TOKEN = re.compile(
     rf"""\s*(?:
         (?P<hexadecimal>0[xX][0-9a-fA-F])
@@ -53,7 +54,8 @@ _BINARY_OPERATORS: dict[type[ast.operator], str] = {ast.Add: "+", ast.Sub: "-", 
 # Bounds: the text is model output, and one line must not cost deep recursion or huge integers.
 # An expression is a calculation a person would write; far longer text is prose.
 MAX_EXPRESSION_CHARS = 400
-# Levels of the expression tree (parentheses, signs and chained operators each add one).
+# Levels of the expression tree: each operator and sign adds one (parentheses that change
+# nothing add none; Python's parser refuses more than 200 nested).
 MAX_DEPTH = 100
 # Digits of one number literal.
 MAX_NUMBER_DIGITS = 40

@@ -9,9 +9,12 @@ from __future__ import annotations
 import importlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Protocol, TypeVar
+from typing import TYPE_CHECKING, ClassVar, Literal, Protocol, TypeVar
 
-from cluster.types import Candidate, GenerationRequest, GenerationResult, Problem, Verdict, VerifierKind
+from cluster.types import Candidate, GenerationRequest, GenerationResult, Problem, Verdict
+
+# A program checks facts; a model gives an opinion (and costs engine tokens).
+VerifierKind = Literal["program", "model"]
 
 if TYPE_CHECKING:
     from cluster.prompts import PromptBuilder
@@ -48,6 +51,10 @@ class VerifierSpec:
     judges_answer: bool
     # Engine tokens one verdict may generate (model verifiers); the search reserves them.
     tokens_per_call: int
+    # A pass proves the answer right (the search may stop, `verified: true`); a failure proves
+    # it (or the step) wrong (the branch is pruned). Evidence that is neither only scores.
+    proves: bool
+    refutes: bool
 
 
 class Verifier(ABC):
@@ -60,6 +67,9 @@ class Verifier(ABC):
     # True when a verdict settles whether the final answer is right (not just its steps).
     judges_answer: ClassVar[bool] = True
     tokens_per_call: ClassVar[int] = 0
+    # Whether a pass proves, and a failure refutes (see VerifierSpec); a model's opinion does neither.
+    proves: ClassVar[bool] = True
+    refutes: ClassVar[bool] = True
     # The task families it understands; None: every family.
     tasks: ClassVar[frozenset[str] | None] = None
 
@@ -70,7 +80,15 @@ class Verifier(ABC):
 
     @classmethod
     def spec(cls) -> VerifierSpec:
-        return VerifierSpec(cls.name, cls.kind, cls.judges_answer, cls.tokens_per_call)
+        decisive = cls.kind == "program"
+        return VerifierSpec(
+            cls.name,
+            cls.kind,
+            cls.judges_answer,
+            cls.tokens_per_call,
+            proves=decisive and cls.proves,
+            refutes=decisive and cls.refutes,
+        )
 
     def applies_to(self, problem: Problem) -> bool:
         """Whether this verifier can judge candidates of `problem` at all."""
@@ -81,7 +99,7 @@ class Verifier(ABC):
         """Judge `candidate`; passed=None when there is nothing this verifier can check."""
 
     def verdict(self, score: float, passed: bool | None, reason: str) -> Verdict:
-        return Verdict(self.name, score, passed, reason, self.judges_answer, self.kind)
+        return Verdict(self.name, score, passed, reason, self.judges_answer)
 
     def abstain(self, reason: str) -> Verdict:
         return self.verdict(NEUTRAL_SCORE, None, reason)

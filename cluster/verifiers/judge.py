@@ -58,7 +58,6 @@ class ModelJudgeVerifier(Verifier):
             score,
             passed,
             reason,
-            kind=self.kind,
             prompt_tokens=result.prompt_tokens,
             completion_tokens=sum(c.token_count for c in result.completions),
             cached_tokens=result.cached_tokens,

@@ -37,6 +37,10 @@ class PythonProgramVerifier(Verifier):
 
     name: ClassVar[str] = "python_program"
     tasks = frozenset({"math"})
+    # The chain's own program agreeing with it is evidence, not proof; disagreeing (or crashing)
+    # shows the chain inconsistent, not its answer wrong.
+    proves = False
+    refutes = False
 
     def __init__(self, sandbox: Sandbox | None = None) -> None:
         self._sandbox = sandbox or Sandbox()

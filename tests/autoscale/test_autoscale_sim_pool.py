@@ -64,10 +64,13 @@ def _recount(sim: Simulation) -> None:
 def _demand_from_scratch(sim: Simulation) -> float:
     """The old simulator's way: fresh registry entries and ledgers, the whole inflow history."""
     admitted, spent = [], {}
-    for job in sim.active():
+    for job in [*sim.running.values(), *(job for job in sim.queue if not job.done)]:
         key = str(job.index)
         admitted.append(InFlight(key, key, "sim", job.effort, job.tokens, 0, job.deadline_at, job.arrival))
-        spent[key] = Spent(tokens=int(job.tokens - sim.remaining_tokens(job)))
+        remaining = float(job.tokens)
+        if job.started is not None:
+            remaining = max(job.finish_v - sim.vclock.get(job.effort, 0.0), 0.0)
+        spent[key] = Spent(tokens=int(job.tokens - remaining))
     inflow: dict[int, int] = {}
     for job in sim.jobs:
         inflow[inflow_bucket(job.arrival)] = inflow.get(inflow_bucket(job.arrival), 0) + job.tokens

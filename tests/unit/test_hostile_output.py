@@ -83,8 +83,16 @@ def _verdict(verifier: Any, problem: Problem, text: str) -> Any:
     return asyncio.run(verifier.verify(problem, candidate))
 
 
+Check = tuple[str, Callable[[str], Any], Callable[[Any], bool]]
+
+
+def _passes(verifier: Any, problem: Problem, ending: str) -> Check:
+    """The verifier must pass the chain: the normal ending is right, and nothing before it is wrong."""
+    return ending, lambda text: _verdict(verifier, problem, text), lambda verdict: verdict.passed is True
+
+
 # Each check: what to call on (hostile text + a normal ending), and what it must return.
-CHECKS: dict[str, tuple[str, Callable[[str], Any], Callable[[Any], bool]]] = {
+CHECKS: dict[str, Check] = {
     "extract_answer": ("\nThe answer is 72.", extract_answer, lambda found: found == "72"),
     "extract_stated_answer": ("\n#### 72", extract_stated_answer, lambda found: found == "72"),
     "normalize_answer": ("", normalize_answer, lambda key: isinstance(key, str)),
@@ -102,26 +110,10 @@ CHECKS: dict[str, tuple[str, Callable[[str], Any], Callable[[Any], bool]]] = {
     ),
     "check_game24": ("", lambda text: check_game24(text, (4, 9, 10, 13)), lambda check: not check.ok),
     "parse_game24_step": ("", parse_game24_step, lambda step: step is None),
-    "numeric verifier": (
-        "\nThe answer is 72.",
-        lambda text: _verdict(NumericAnswerVerifier(), MATH, text),
-        lambda verdict: verdict.passed is True,
-    ),
-    "arithmetic verifier": (
-        "\n12 * 3 = 36.",
-        lambda text: _verdict(ArithmeticStepVerifier(), MATH, text),
-        lambda verdict: verdict.passed is True,
-    ),
-    "game24 verifier": (
-        "\n(10 - 4) * (13 - 9) = 24",
-        lambda text: _verdict(Game24Verifier(), GAME24, text),
-        lambda verdict: verdict.passed is True,
-    ),
-    "game24_steps verifier": (
-        "\n10 - 4 = 6 (left: 6 9 13)",
-        lambda text: _verdict(Game24StepsVerifier(), GAME24, text),
-        lambda verdict: verdict.passed is True,
-    ),
+    "numeric verifier": _passes(NumericAnswerVerifier(), MATH, "\nThe answer is 72."),
+    "arithmetic verifier": _passes(ArithmeticStepVerifier(), MATH, "\n12 * 3 = 36."),
+    "game24 verifier": _passes(Game24Verifier(), GAME24, "\n(10 - 4) * (13 - 9) = 24"),
+    "game24_steps verifier": _passes(Game24StepsVerifier(), GAME24, "\n10 - 4 = 6 (left: 6 9 13)"),
 }
 
 
