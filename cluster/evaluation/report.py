@@ -155,28 +155,31 @@ def _label(s: Summary) -> str:
 
 def plot(summaries: Sequence[Summary], title: str, path: Path) -> None:
     """Accuracy against mean reasoning tokens: the efforts' own strategies as one line, each
-    other strategy as a line across efforts, best-of-N at equal budgets as a dashed curve,
-    and each line's model-free control as a dotted one."""
+    other strategy as a line across efforts, best-of-N at equal budgets as a dashed grey curve,
+    and each line's model-free control as a dotted line of the same colour."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(figsize=(7, 4.5))
-    for label, series in _series(summaries).items():
+    palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    colours: dict[str, str] = {BASELINE_LABEL: "grey"}
+    for (line, control), series in _series(summaries).items():
+        colour = colours.setdefault(line, palette[(len(colours) - 1) % len(palette)])
         tokens = [s.mean_reasoning_tokens for s in series]
         accuracy = [s.accuracy * 100 for s in series]
-        if series[0].control:  # unlabelled points: they sit beside the points they control
-            axes.plot(tokens, accuracy, label=label, linestyle=":", marker="x")
-            continue
-        if series[0].baseline:
-            axes.plot(tokens, accuracy, label=label, linestyle="--", marker="s", color="grey")
-            continue
-        axes.plot(tokens, accuracy, label=label, marker="o")
-        for s in series:
-            note = f"{s.effort}: {s.strategy}" if s.own_strategy else s.effort
-            point = (s.mean_reasoning_tokens, s.accuracy * 100)
-            axes.annotate(note, point, xytext=(4, 4), textcoords="offset points", fontsize=8)
+        if control:  # unannotated: its points sit beside the points they control
+            label = f"{CONTROL_LABEL}: {line}"
+            axes.plot(tokens, accuracy, label=label, linestyle=":", marker="x", color=colour)
+        elif line == BASELINE_LABEL:
+            axes.plot(tokens, accuracy, label=line, linestyle="--", marker="s", color=colour)
+        else:
+            axes.plot(tokens, accuracy, label=line, marker="o", color=colour)
+            for s in series:
+                note = f"{s.effort}: {s.strategy}" if s.own_strategy else s.effort
+                point = (s.mean_reasoning_tokens, s.accuracy * 100)
+                axes.annotate(note, point, xytext=(4, 4), textcoords="offset points", fontsize=8)
     axes.set_xlabel("mean reasoning tokens per problem")
     axes.set_ylabel("accuracy (%)")
     axes.set_ylim(-5, 105)
@@ -188,17 +191,16 @@ def plot(summaries: Sequence[Summary], title: str, path: Path) -> None:
     plt.close(figure)
 
 
-def _series(summaries: Sequence[Summary]) -> dict[str, list[Summary]]:
-    """Rows grouped into plotted lines, each sorted by tokens."""
-    series: dict[str, list[Summary]] = {}
-    for s in sorted(summaries, key=lambda s: s.mean_reasoning_tokens):
+def _series(summaries: Sequence[Summary]) -> dict[tuple[str, bool], list[Summary]]:
+    """Rows grouped into plotted lines (the line's name, whether it is the control), guided
+    lines first, each sorted by tokens."""
+    series: dict[tuple[str, bool], list[Summary]] = {}
+    for s in sorted(summaries, key=lambda s: (s.control, s.mean_reasoning_tokens)):
         if s.baseline:
-            label = BASELINE_LABEL
+            line = BASELINE_LABEL
         else:
-            label = "each effort's own strategy" if s.own_strategy else s.strategy
-        if s.control:
-            label = f"{CONTROL_LABEL}: {label}"
-        series.setdefault(label, []).append(s)
+            line = "each effort's own strategy" if s.own_strategy else s.strategy
+        series.setdefault((line, s.control), []).append(s)
     return series
 
 
