@@ -263,7 +263,7 @@ class AdmissionController:
                 budget_left = cost.deadline_s - waited
                 if action == "queue" and waited < self.settings.max_queue_wait_s and budget_left > 0:
                     if not queued:
-                        await self._enqueue(entry_id, tree_id, tenant, effort, cost, started)
+                        await self._enqueue_if_room(entry_id, tree_id, tenant, effort, cost, started, verdict)
                         queued = True
                     await asyncio.sleep(self.settings.queue_poll_s)
                     continue
@@ -317,9 +317,22 @@ class AdmissionController:
             raise TicketExists(entry_id)
         return int(status) == 1
 
-    async def _enqueue(
-        self, entry_id: str, tree_id: str, tenant: str, effort: Effort, cost: EffortCost, started: float
+    async def _enqueue_if_room(
+        self,
+        entry_id: str,
+        tree_id: str,
+        tenant: str,
+        effort: Effort,
+        cost: EffortCost,
+        started: float,
+        verdict: Verdict,
     ) -> None:
+        """Queue the request, or reject it at once when max_queued requests already wait."""
+        waiting = int(await self._redis.hlen(self.keys.queued))
+        if waiting >= self.settings.max_queued:
+            limit = self.settings.max_queued
+            message = f"{waiting} requests are queued already (the limit is {limit}); {verdict.why}"
+            raise AdmissionRejected(message, self._retry_after(verdict))
         entry = self._entry(entry_id, tree_id, tenant, effort, cost, started, self._clock())
         pipe = self._redis.pipeline(transaction=True)
         pipe.hset(self.keys.queued, entry_id, entry.to_json())

@@ -404,8 +404,8 @@ class DemandProbe:
     at most every `ttl_s`, and (for generators) the replica's own measured throughput, which it
     also publishes for the gateway's admission control."""
 
-    def __init__(self, redis_url: str | None, prefix: str, min_slack_s: float, ttl_s: float = 1.0) -> None:
-        self._redis = Redis.from_url(redis_url) if redis_url else None
+    def __init__(self, redis: Redis | None, prefix: str, min_slack_s: float, ttl_s: float = 1.0) -> None:
+        self._redis = redis
         self._reader = DemandReader(self._redis, prefix, min_slack_s) if self._redis is not None else None
         self._ttl_s = ttl_s
         self._cached: Demand | None = None

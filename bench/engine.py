@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from cluster.config import ModelConfig, load_config
-from cluster.engine.vllm_engine import cpu_engine_env, engine_args
+from cluster.engine.vllm_engine import cpu_engine_env, engine_args, resolve_dtype
 from cluster.models import resolve_model_dir
 
 GSM8K = Path(__file__).resolve().parent.parent / "cluster" / "datasets" / "gsm8k" / "train-500.jsonl"
@@ -50,7 +50,8 @@ class Setting:
 
 
 SETTINGS = {
-    "baseline": Setting(),
+    "default": Setting(),  # the default config as it is
+    "float32": Setting({"dtype": "float32"}),
     "bf16": Setting({"dtype": "bfloat16"}),
     "compiled": Setting({"engine_kwargs": {"enforce_eager": False}}),
     "no-prefix-cache": Setting({"engine_kwargs": {"enable_prefix_caching": False}}),
@@ -67,6 +68,7 @@ SETTINGS = {
 class Result:
     model: str
     setting: str
+    dtype: str
     load_avg: float
     start_s: float
     single_tps: float
@@ -155,6 +157,7 @@ async def measure(model: str, name: str) -> Result:
         return Result(
             model=model,
             setting=name,
+            dtype=resolve_dtype(config, cuda=False),
             load_avg=load_avg,
             start_s=start_s,
             single_tps=single_tps,
@@ -175,14 +178,14 @@ def _progress(message: str) -> None:
 def table(results: list[Result]) -> str:
     sizes = " | ".join(f"batch of {size}, tok/s" for size in BATCHES)
     lines = [
-        f"| model | setting | engine start | one sequence, tok/s | {sizes} | "
+        f"| model | setting | dtype | engine start | one sequence, tok/s | {sizes} | "
         "long prompt: prefill cold / repeated (cached tokens) | load avg |",
-        "|---|---|---|---|" + "---|" * len(BATCHES) + "---|---|",
+        "|---|---|---|---|---|" + "---|" * len(BATCHES) + "---|---|",
     ]
     for r in results:
         batches = " | ".join(f"{r.batch_tps[str(size)]:.1f}" for size in BATCHES)
         lines.append(
-            f"| {r.model} | {r.setting} | {r.start_s:.0f} s | {r.single_tps:.1f} | {batches} | "
+            f"| {r.model} | {r.setting} | {r.dtype} | {r.start_s:.0f} s | {r.single_tps:.1f} | {batches} | "
             f"{r.prefill_cold_s:.2f} s / {r.prefill_warm_s:.2f} s ({r.cached_tokens} of {r.prompt_tokens}) "
             f"| {r.load_avg:.1f} |"
         )
@@ -224,7 +227,10 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory() as scratch:
             result_file = Path(scratch) / "result.json"
             one = ["--model", args.model, "--one", name, "--result", str(result_file)]
-            subprocess.run([sys.executable, "-m", "bench.engine", *one], check=True)
+            if subprocess.run([sys.executable, "-m", "bench.engine", *one]).returncode != 0:
+                # A setting that kills the engine is a result too; the others still run.
+                print(f"==> {args.model}: {name} FAILED (the engine's error is above)", file=sys.stderr)
+                continue
             result = Result(**json.loads(result_file.read_text()))
         with args.out.open("a") as out:
             out.write(json.dumps(asdict(result)) + "\n")

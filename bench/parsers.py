@@ -30,8 +30,29 @@ from cluster.verifiers.numeric import NumericAnswerVerifier
 # Units of hostile text, each repeated to (about) the wanted length, and a
 # few runs of whitespace between a marker and what would follow it (regex backtracking).
 UNITS = (
-    "1+", "(", "(1+", "1)", "\\boxed{", "{", "answer is ", "The answer is not ", "#### ", "9", "1,",
-    "1 x ", "1 = ", "<<1+1=", "-", "$1 ", "1/", "\\frac{1}{", "12 * 3 = 36. ", "a ", "1 ", "1.", ".",
+    "1+",
+    "(",
+    "(1+",
+    "1)",
+    "\\boxed{",
+    "{",
+    "answer is ",
+    "The answer is not ",
+    "#### ",
+    "9",
+    "1,",
+    "1 x ",
+    "1 = ",
+    "<<1+1=",
+    "-",
+    "$1 ",
+    "1/",
+    "\\frac{1}{",
+    "12 * 3 = 36. ",
+    "a ",
+    "1 ",
+    "1.",
+    ".",
 )
 PADDED = ("####", "answer", "answer is", "-", "$", "(", "1 = ")
 

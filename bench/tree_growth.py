@@ -18,7 +18,7 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 
-from cluster.config import ClusterConfig, load_config
+from cluster.config import ClusterConfig, RedisConfig, load_config
 from cluster.search.context import SearchServices
 from cluster.search.controller import SearchController
 from cluster.store import TOKENS, VERIFIER_CALLS, BudgetLedger, EmbeddedRedis, KeySpace, TreeMeta, TreeStore
@@ -99,7 +99,7 @@ def growth_config(strategy: str, nodes: int) -> ClusterConfig:
 
 async def grow(redis_url: str, strategy: str, nodes: int) -> list[Sample]:
     trips = RoundTrips()
-    redis = instrumented_redis(redis_url, trips)
+    redis = instrumented_redis(RedisConfig(url=redis_url), trips)
     keys = KeySpace("bench")
     store, ledger = TreeStore(redis, keys), BudgetLedger(redis, keys)
     engine = GrowthEngine(trips, stop_at=nodes)

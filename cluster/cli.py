@@ -20,6 +20,7 @@ from cluster.config import ClusterConfig, load_config
 from cluster.models import NAMED_MODELS, ensure_model, named_model, resolve_model_dir
 from cluster.search import strategy_names
 from cluster.tasks import task_names
+from cluster.types import Effort
 
 if TYPE_CHECKING:
     from cluster import evaluation
@@ -45,11 +46,12 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--model", choices=sorted(NAMED_MODELS), help="serve this named model (default: the config's)"
     )
+    up.add_argument("--grpc-port", type=int, help="gRPC port (default: the config's, 9000)")
     up.set_defaults(run=_up)
 
     ask = commands.add_parser("ask", help="ask the running cluster a question")
     ask.add_argument("question")
-    ask.add_argument("--effort", choices=("low", "medium", "high"), default="medium")
+    ask.add_argument("--effort", choices=[e.value for e in Effort], default="medium")
     ask.add_argument("--task", choices=task_names(), default="general")
     ask.add_argument("--url", default=LOCAL_URL)
     ask.add_argument("--api-key", default="local")
@@ -109,6 +111,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     evaluate.set_defaults(run=_eval)
 
+    auth = commands.add_parser("auth", help="API keys for the config's auth section")
+    auth_commands = auth.add_subparsers(required=True, metavar="ACTION")
+    hash_key = auth_commands.add_parser(
+        "hash-key",
+        help="print a new API key and its api_key_sha256 (--stdin: hash a key read from stdin)",
+        description="The config stores only api_key_sha256; give the key to the tenant and put "
+        "the hash under auth.tenants.<name> or auth.ops.<name>.",
+    )
+    hash_key.add_argument("--stdin", action="store_true", help="hash the key on stdin instead of making one")
+    hash_key.set_defaults(run=_hash_key)
+
+    _add_config_commands(commands)
+
     model = commands.add_parser("prepare-model", help="verify and convert a named model once")
     model.add_argument("--model", choices=sorted(NAMED_MODELS), help="default: the default config's model")
     model.set_defaults(run=_prepare_model)
@@ -141,12 +156,60 @@ def _parser() -> argparse.ArgumentParser:
         default="http://prometheus:9090",
         help="the Prometheus that Grafana queries (default: http://prometheus:9090)",
     )
+    push.add_argument(
+        "--explorer-url",
+        help="where browsers reach the gateway, for the dashboards' explorer links "
+        "(default: http://127.0.0.1:8000)",
+    )
     push.add_argument("--timeout", type=float, default=10.0, help="seconds per HTTP call (default 10)")
     push.set_defaults(run=_dashboards("monitoring.grafana:push_command"))
     export = dashboard_commands.add_parser("export", help="write the dashboards' JSON files")
     export.add_argument("directory", nargs="?", help="default: monitoring/dashboards")
     export.set_defaults(run=_dashboards("monitoring.dashboards:export_command"))
     return parser
+
+
+def _add_config_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    config = commands.add_parser("config", help="the cluster config: show it merged, or the chart's schema")
+    actions = config.add_subparsers(required=True, metavar="ACTION")
+    show = actions.add_parser(
+        "show",
+        help="print the config a file gives once merged over the packaged defaults and validated, "
+        "as YAML with keys and passwords redacted",
+    )
+    show.add_argument("--config", help="cluster config YAML (default: the packaged defaults alone)")
+    show.set_defaults(run=_config_show)
+    schema = actions.add_parser(
+        "schema", help="the Helm chart's values.schema.json, its `config` part generated from the model"
+    )
+    schema.add_argument("--write", action="store_true", help="write it into the chart instead of printing it")
+    schema.set_defaults(run=_config_schema)
+
+
+def _config_show(args: argparse.Namespace) -> int:
+    import yaml
+
+    from cluster.config import redacted_data
+
+    try:
+        config = load_config(args.config)
+    except (ValueError, FileNotFoundError) as exc:  # pydantic.ValidationError is a ValueError
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(yaml.safe_dump(redacted_data(config), sort_keys=False), end="")
+    return 0
+
+
+def _config_schema(args: argparse.Namespace) -> int:
+    from cluster.config_schema import VALUES_SCHEMA, render_values_schema
+
+    text = render_values_schema()
+    if args.write:
+        VALUES_SCHEMA.write_text(text)
+        print(f"wrote {VALUES_SCHEMA}")
+    else:
+        print(text, end="")
+    return 0
 
 
 def _dashboards(path: str) -> Callable[[argparse.Namespace], int]:
@@ -158,6 +221,23 @@ def _dashboards(path: str) -> Callable[[argparse.Namespace], int]:
         return int(getattr(importlib.import_module(module), function)(args))
 
     return run
+
+
+def _hash_key(args: argparse.Namespace) -> int:
+    from cluster.auth import hash_key, new_key
+
+    if args.stdin:
+        key = sys.stdin.read().strip()
+        if not key:
+            print("error: no key on stdin", file=sys.stderr)
+            return 1
+        # The key itself is never echoed: only what the config needs.
+        print(f"api_key_sha256: {hash_key(key)}")
+        return 0
+    key = new_key()
+    print(f"api_key: {key}")
+    print(f"api_key_sha256: {hash_key(key)}")
+    return 0
 
 
 def _simulate(args: argparse.Namespace) -> int:
@@ -183,8 +263,10 @@ def _up(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
-    with LocalCluster(config, port=args.port) as cluster:
+    with LocalCluster(config, port=args.port, grpc_port=args.grpc_port) as cluster:
         print(f"reasoning-cluster is serving on {cluster.url} (Ctrl-C stops it)", flush=True)
+        if cluster.grpc_target is not None:
+            print(f"gRPC (reasoning.v1.Reasoning): {cluster.grpc_target}", flush=True)
         print(f"Prometheus metrics: {cluster.metrics_url}", flush=True)
         stop.wait()
         print("stopping...", flush=True)

@@ -15,6 +15,8 @@ from types import TracebackType
 from typing import Any
 
 from cluster.config import ClusterConfig
+from cluster.rpc import SERVICER_FUNCTION
+from cluster.serve_loopback import LOOPBACK, SETUP_HOOK
 from cluster.store.redis_server import EmbeddedRedis
 
 logger = logging.getLogger(__name__)
@@ -23,7 +25,6 @@ logger = logging.getLogger(__name__)
 # same indirection a Serve YAML `import_path` uses).
 APP_BUILDER = "deployments.builder:build_app"
 APP_NAME = "reasoning-cluster"
-LOOPBACK = "127.0.0.1"
 
 
 def import_object(path: str) -> Callable[..., Any]:
@@ -54,9 +55,10 @@ keep_ray_on_loopback()
 
 
 class LocalCluster:
-    def __init__(self, config: ClusterConfig, port: int | None = None) -> None:
+    def __init__(self, config: ClusterConfig, port: int | None = None, grpc_port: int | None = None) -> None:
         self._config = config
         self.port = port if port is not None else config.http.port
+        self.grpc_port = grpc_port if grpc_port is not None else config.grpc.port
         self._redis: EmbeddedRedis | None = None
         self._ray_started = False
 
@@ -67,6 +69,11 @@ class LocalCluster:
     @property
     def url(self) -> str:
         return f"http://{LOOPBACK}:{self.port}"
+
+    @property
+    def grpc_target(self) -> str | None:
+        """`host:port` of the gRPC API, None when config turns it off."""
+        return f"{LOOPBACK}:{self.grpc_port}" if self._config.grpc.enabled else None
 
     @property
     def metrics_url(self) -> str:
@@ -106,16 +113,21 @@ class LocalCluster:
             num_cpus=max(os.cpu_count() or 1, 2),
             logging_level=logging.WARNING,
             log_to_driver=os.environ.get("RC_RAY_LOG_TO_DRIVER", "0") == "1",
+            # Serve's own listeners would take every interface without it (cluster/serve_loopback.py).
+            runtime_env={"worker_process_setup_hook": SETUP_HOOK},
         )
         self._ray_started = True
 
     def _deploy(self) -> None:
         from ray import serve
 
-        serve.start(http_options={"host": LOOPBACK, "port": self.port})
+        grpc: dict[str, Any] = {}
+        if self._config.grpc.enabled:
+            grpc = {"port": self.grpc_port, "grpc_servicer_functions": [SERVICER_FUNCTION]}
+        serve.start(http_options={"host": LOOPBACK, "port": self.port}, grpc_options=grpc or None)
         app = import_object(APP_BUILDER)(self._config)
         serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)
-        logger.info("serving on %s", self.url)
+        logger.info("serving on %s (gRPC: %s)", self.url, self.grpc_target or "off")
 
     def stop(self) -> None:
         if self._ray_started:

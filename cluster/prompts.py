@@ -13,6 +13,7 @@ from cluster.types import Problem
 
 JUDGE_QUESTION = "Check the answer above carefully. Is it correct? Reply with Yes or No."
 
+
 class ChatTokenizer(Protocol):
     def apply_chat_template(self, conversation: list[dict[str, str]], **kwargs: object) -> object: ...
 

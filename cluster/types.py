@@ -12,9 +12,18 @@ from typing import Literal
 
 
 class Effort(enum.StrEnum):
+    """OpenAI's reasoning effort names, in order: tenant ceilings and degrading compare by it."""
+
+    NONE = "none"
+    MINIMAL = "minimal"
     LOW = "low"
     MEDIUM = "medium"
     HIGH = "high"
+    XHIGH = "xhigh"
+
+    @property
+    def rank(self) -> int:
+        return list(Effort).index(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +113,12 @@ class GenerationRequest:
     # Requests with the same key (a tree id) prefer the replica that served the last one,
     # whose prefix cache holds their shared prefix.
     affinity_key: str | None = None
+    # vLLM's prefix-cache salt: only requests with the same salt share cached blocks. One salt
+    # per tenant (cluster.auth.cache_salt) keeps cached-token counts from revealing what
+    # another tenant's prompts contain.
+    cache_salt: str | None = None
+    # W3C trace context (traceparent, baggage) of the caller's span; None when tracing is off.
+    trace_context: dict[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +163,10 @@ class SolveRequest:
     # When the answer is due (epoch seconds): the gateway sets it when the request arrives, so
     # time queued for admission counts; None: the effort's deadline from when the search starts.
     deadline_at: float | None = None
+    # The tenant's prefix-cache salt (cluster.auth.cache_salt), carried by every engine call.
+    cache_salt: str | None = None
+    # W3C trace context (traceparent, baggage) of the caller's span; None when tracing is off.
+    trace_context: dict[str, str] | None = None
 
 
 SearchStatus = Literal["complete", "incomplete"]
@@ -184,6 +203,8 @@ class VerifyRequest:
     problem: Problem
     candidates: tuple[Candidate, ...]
     verifiers: tuple[str, ...]
+    # W3C trace context (traceparent, baggage) of the caller's span; None when tracing is off.
+    trace_context: dict[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)

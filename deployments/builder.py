@@ -7,6 +7,8 @@ YAML:    applications: [{import_path: deployments.builder:app_builder,
 
 from __future__ import annotations
 
+import difflib
+import inspect
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
@@ -21,6 +23,7 @@ from cluster.config import (
 )
 from cluster.engine.vllm_engine import cpu_engine_env, use_cuda
 from deployments.gateway import Gateway
+from deployments.jobs import JobRunner
 from deployments.routing import AFFINITY_ROUTER
 from deployments.workers import BranchGenerator, Planner, Verifier
 
@@ -43,27 +46,38 @@ def app_builder(args: dict[str, Any]) -> Application:
     return build_app(config)
 
 
-def build_app(config: ClusterConfig) -> Application:
+def build_app(config: ClusterConfig, generator_deployment: object = BranchGenerator) -> Application:
+    """The Serve application; `generator_deployment` replaces the vLLM branch-generator (tests
+    pass one with a scripted engine, whose timing they control)."""
     settings = config.deployments
     scaling = _autoscaling_options(config)
-    generator = (
-        _deployment(BranchGenerator)
-        .options(**{**_generator_options(config), **scaling["generator"]})
-        .bind(config)
+    generator = _configured(
+        generator_deployment, "generator", {**_generator_options(config), **scaling["generator"]}
+    ).bind(config)
+    verifier = _configured(Verifier, "verifier", {**_options(settings.verifier), **scaling["verifier"]}).bind(
+        config, generator
     )
-    verifier = (
-        _deployment(Verifier)
-        .options(**{**_options(settings.verifier), **scaling["verifier"]})
-        .bind(config, generator)
+    planner = _configured(Planner, "planner", {**_options(settings.planner), **scaling["planner"]}).bind(
+        config, generator, verifier
     )
-    planner = (
-        _deployment(Planner)
-        .options(**{**_options(settings.planner), **scaling["planner"]})
-        .bind(config, generator, verifier)
+    runner = _configured(JobRunner, "runner", _options(settings.runner)).bind(config, planner)
+    return _configured(Gateway, "gateway", _options(settings.gateway)).bind(
+        config, planner, generator, verifier, runner
     )
-    return (
-        _deployment(Gateway).options(**_options(settings.gateway)).bind(config, planner, generator, verifier)
-    )
+
+
+def _configured(decorated: object, name: str, options: dict[str, Any]) -> Deployment:
+    """The deployment with its options, or an error naming the config section Serve refused."""
+    deployment = _deployment(decorated)
+    unknown = sorted(set(options) - SERVE_OPTIONS)
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], SERVE_OPTIONS, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise ValueError(f"deployments.{name}.{unknown[0]} is not a Serve deployment option{hint}")
+    try:
+        return deployment.options(**options)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"deployments.{name}: Serve refused these options: {exc}") from exc
 
 
 def _deployment(decorated: object) -> Deployment:
@@ -73,13 +87,31 @@ def _deployment(decorated: object) -> Deployment:
     return decorated
 
 
+# What `Deployment.options()` accepts, public names only: config passes these through.
+SERVE_OPTIONS = frozenset(
+    name
+    for name in inspect.signature(Deployment.options).parameters
+    if name != "self" and not name.startswith("_")
+)
+
+
 def _options(settings: DeploymentSettings, env: dict[str, str] | None = None) -> dict[str, Any]:
-    actor: dict[str, Any] = {"num_cpus": settings.num_cpus, "num_gpus": settings.num_gpus}
+    """Serve options of one deployment: the config's own fields and its passed-through options."""
+    passed = settings.serve_options
+    actor: dict[str, Any] = {
+        **passed.pop("ray_actor_options", {}),
+        "num_cpus": settings.num_cpus,
+        "num_gpus": settings.num_gpus,
+    }
     if env:
-        actor["runtime_env"] = {"env_vars": env}
+        runtime_env = dict(actor.get("runtime_env") or {})
+        runtime_env["env_vars"] = {**runtime_env.get("env_vars", {}), **env}
+        actor["runtime_env"] = runtime_env
     return {
+        **passed,
         "num_replicas": settings.num_replicas,
         "max_ongoing_requests": settings.max_ongoing_requests,
+        "max_queued_requests": settings.max_queued_requests,
         "ray_actor_options": actor,
     }
 
@@ -132,15 +164,15 @@ GENERATOR_HEALTH_CHECK_PERIOD_S = 2.0
 
 def _generator_options(config: ClusterConfig) -> dict[str, Any]:
     settings = config.deployments.generator
-    routing = {
-        **_affinity_routing(config.deployments.generator_affinity),
-        "health_check_period_s": GENERATOR_HEALTH_CHECK_PERIOD_S,
-    }
+    routing = _affinity_routing(config.deployments.generator_affinity)
     if use_cuda(config.model):
         # One engine per GPU: vLLM takes the whole device it is given.
-        return {**_options(settings.model_copy(update={"num_gpus": max(settings.num_gpus, 1)})), **routing}
-    # Ray limits a CPU actor's threads to its num_cpus; the engine sets its own.
-    return {**_options(settings, env=cpu_engine_env(config.model)), **routing}
+        options = _options(settings.model_copy(update={"num_gpus": max(settings.num_gpus, 1)}))
+    else:
+        # Ray limits a CPU actor's threads to its num_cpus; the engine sets its own.
+        options = _options(settings, env=cpu_engine_env(config.model))
+    options.setdefault("health_check_period_s", GENERATOR_HEALTH_CHECK_PERIOD_S)
+    return {**options, **routing}
 
 
 def _affinity_routing(settings: AffinitySettings) -> dict[str, Any]:

@@ -22,7 +22,9 @@ from cluster.sandbox import Sandbox
 from cluster.search.context import SearchServices
 from cluster.search.controller import SearchController
 from cluster.store import BudgetLedger, KeySpace, TreeLeases, TreeStore
+from cluster.store.connection import redis_client
 from cluster.tasks import task_names, verifiers_for
+from cluster.tracing import Tracer
 from cluster.types import (
     GenerationRequest,
     GenerationResult,
@@ -66,15 +68,18 @@ class GeneratorClient:
     Serve routes it to then (a healthy one, or the one that replaced the dead one): the tree is
     in Redis, so the search loses nothing but time. The caller's own deadline (its task being
     cancelled) ends the retries, as does ENGINE_RETRIES.
+    Each call carries the caller's trace context, so the engine's span joins the request's trace.
     """
 
-    def __init__(self, handle: DeploymentHandle) -> None:
+    def __init__(self, handle: DeploymentHandle, tracer: Tracer) -> None:
         self._handle = handle
+        self._tracer = tracer
 
     async def generate(self, request: GenerationRequest) -> GenerationResult:
+        traced = self._tracer.propagate(request)
         for attempt in range(ENGINE_RETRIES + 1):
             try:
-                result: GenerationResult = await _call(self._handle.generate.remote(request))
+                result: GenerationResult = await _call(self._handle.generate.remote(traced))
                 return result
             except Exception as error:
                 if attempt == ENGINE_RETRIES or not engine_lost(error):
@@ -87,11 +92,12 @@ class GeneratorClient:
 
 
 class VerifierClient:
-    def __init__(self, handle: DeploymentHandle) -> None:
+    def __init__(self, handle: DeploymentHandle, tracer: Tracer) -> None:
         self._handle = handle
+        self._tracer = tracer
 
     async def verify(self, request: VerifyRequest) -> VerifyResult:
-        result: VerifyResult = await _call(self._handle.verify.remote(request))
+        result: VerifyResult = await _call(self._handle.verify.remote(self._tracer.propagate(request)))
         return result
 
 
@@ -114,8 +120,8 @@ def engine_lost(error: BaseException) -> bool:
 
 def _probe(config: ClusterConfig) -> DemandProbe:
     # Without autoscaling nothing reads the demand: no Redis connection is made for it.
-    url = config.redis.url if config.autoscaling.enabled else None
-    return DemandProbe(url, config.redis.key_prefix, config.autoscaling.min_slack_s)
+    redis = redis_client(config.redis) if config.autoscaling.enabled else None
+    return DemandProbe(redis, config.redis.key_prefix, config.autoscaling.min_slack_s)
 
 
 def _max_num_seqs(engine: VLLMEngine) -> int:
@@ -125,13 +131,13 @@ def _max_num_seqs(engine: VLLMEngine) -> int:
     return int(value) if isinstance(value, int) and value > 0 else 256
 
 
-def _verifier_deps(names: list[str], config: ClusterConfig, generator: DeploymentHandle) -> VerifierDeps:
+def _verifier_deps(names: list[str], config: ClusterConfig, engine: GeneratorClient) -> VerifierDeps:
     """The engine and prompts for model verifiers; nothing when every verifier is a program."""
     sandbox = Sandbox(config.sandbox)
     if all(describe(name).kind == "program" for name in names):
         return VerifierDeps(sandbox=sandbox)
     prompts = PromptBuilder(load_tokenizer(config.model))
-    return VerifierDeps(GeneratorClient(generator), prompts, config.model.max_model_len, sandbox)
+    return VerifierDeps(engine, prompts, config.model.max_model_len, sandbox)
 
 
 # The branch-generator's Serve deployment name (its class name, as `serve.deployment` names it).
@@ -150,6 +156,7 @@ class BranchGenerator:
         )
         self._probe = _probe(config)
         self._metrics = EngineMetrics()
+        self._tracer = Tracer(config.tracing, "branch_generator")
 
     async def generate(self, request: GenerationRequest) -> GenerationResult:
         metered = self._meter.measures(request.max_tokens)
@@ -157,10 +164,23 @@ class BranchGenerator:
             self._meter.begin(request.n)
         tokens = 0
         try:
-            with self._metrics.call():
-                result = await self._engine.generate(request)
-            self._metrics.generated(result)
-            tokens = sum(c.token_count for c in result.completions)
+            with self._tracer.span(
+                "engine.generate",
+                parent=request.trace_context,
+                attributes={"gen_ai.request.max_tokens": request.max_tokens, "rc.n": request.n},
+            ) as span:
+                with self._metrics.call():
+                    result = await self._engine.generate(request)
+                self._metrics.generated(result)
+                tokens = sum(c.token_count for c in result.completions)
+                span.set_attributes(
+                    {
+                        "gen_ai.usage.input_tokens": result.prompt_tokens,
+                        "gen_ai.usage.output_tokens": tokens,
+                        "rc.cached_tokens": result.cached_tokens,
+                        "rc.replica": result.replica,
+                    }
+                )
             return result
         finally:
             if metered:
@@ -185,6 +205,7 @@ class BranchGenerator:
         return {"status": "ok", "model": info.model, "device": info.device, "replica": self._engine.replica}
 
     def __del__(self) -> None:
+        self._tracer.shutdown()
         self._engine.shutdown()
 
 
@@ -201,7 +222,8 @@ class Verifier:
                 for name in verifiers_for(budget.verifiers, task)
             }
         )
-        deps = _verifier_deps(names, config, generator)
+        self._tracer = Tracer(config.tracing, "verifier")
+        deps = _verifier_deps(names, config, GeneratorClient(generator, self._tracer))
         self._service = VerificationService({name: build_verifier(name, deps) for name in names})
         self._names = names
         self._probe = _probe(config)
@@ -211,7 +233,15 @@ class Verifier:
     async def verify(self, request: VerifyRequest) -> VerifyResult:
         self._pending += len(request.candidates)
         try:
-            result = await self._service.verify(request)
+            with self._tracer.span(
+                "verifier.verify",
+                parent=request.trace_context,
+                attributes={
+                    "rc.verifiers": ",".join(request.verifiers),
+                    "rc.candidates": len(request.candidates),
+                },
+            ):
+                result = await self._service.verify(request)
             self._metrics.verified(result)
             return result
         finally:
@@ -233,17 +263,16 @@ class Planner:
     def __init__(
         self, config: ClusterConfig, generator: DeploymentHandle, verifier: DeploymentHandle
     ) -> None:
-        if config.redis.url is None:
-            raise ValueError("redis.url must be set before deploying the planner (or set REDIS_URL)")
         observer = PlannerMetrics()
         self._redis_metrics = RedisMetrics("planner", observer.metrics)
-        self._redis: Redis = instrumented_redis(config.redis.url, self._redis_metrics)
+        self._redis: Redis = instrumented_redis(config.redis, self._redis_metrics)
         keys = KeySpace(config.redis.key_prefix)
+        self._tracer = Tracer(config.tracing, "planner")
         services = SearchServices(
             TreeStore(self._redis, keys),
             BudgetLedger(self._redis, keys),
-            GeneratorClient(generator),
-            VerifierClient(verifier),
+            GeneratorClient(generator, self._tracer),
+            VerifierClient(verifier, self._tracer),
             observer,
             TreeLeases(self._redis, keys, config.redis.lease_ttl_s),
         )
@@ -254,7 +283,19 @@ class Planner:
     async def solve(self, request: SolveRequest) -> SolveResult:
         self._solving += 1
         try:
-            return await self._controller.solve(request)
+            with self._tracer.span(
+                "planner.solve",
+                parent=request.trace_context,
+                tree_id=request.tree_id,
+                attributes={
+                    "rc.effort": request.effort.value,
+                    "rc.strategy": request.strategy,
+                    "rc.resume": request.resume,
+                },
+            ) as span:
+                result = await self._controller.solve(request)
+                span.set_attribute("rc.strategy", result.strategy)
+                return result
         finally:
             self._solving -= 1
 

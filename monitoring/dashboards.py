@@ -1,9 +1,16 @@
-"""Grafana dashboards built in code: overview, reasoning and capacity.
+"""Grafana dashboards as code with Grafana's own SDK (`grafana-foundation-sdk`).
 
-`build_dashboards()` returns Grafana's dashboard JSON (schema 39); `export()` writes it to
+Three dashboards (overview, reasoning with its "reasoning quality" row, capacity) are declared
+below as panels of PromQL targets; `to_grafana` builds each with the SDK's builders and
+`build_dashboards()` returns Grafana's dashboard JSON. `export()` writes it to
 `monitoring/dashboards/*.json` (what the Helm chart ships as ConfigMaps), and
 `python -m monitoring.dashboards [DIR]` does the same from a shell. Every panel queries the
 datasource chosen by the `datasource` variable, so one JSON works with any Prometheus.
+
+Links to the thought-tree explorer (the gateway's `/ui/`) use two more variables: the
+dashboard link "Open tree ${tree_id}" opens the tree whose id is typed into `tree_id`, and
+panels by effort link each series to the explorer's list of that effort's trees.
+`explorer_url` is where the gateway is reachable from the browser.
 
 Metric names are the exported ones (`ray_` + the catalogue name, monitoring.metrics).
 """
@@ -18,12 +25,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from grafana_foundation_sdk.builders import common as common_builders
+from grafana_foundation_sdk.builders import dashboard as dashboard_builders
+from grafana_foundation_sdk.builders import prometheus, timeseries
+from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.models import common
+from grafana_foundation_sdk.models import dashboard as models
+
 DASHBOARD_DIR = Path(__file__).parent / "dashboards"
 TAG = "reasoning-cluster"
 DATASOURCE_VAR = "datasource"
-DATASOURCE = {"type": "prometheus", "uid": "${" + DATASOURCE_VAR + "}"}
+EXPLORER_VAR = "explorer_url"
+TREE_ID_VAR = "tree_id"
+DEFAULT_EXPLORER_URL = "http://127.0.0.1:8000"
+DATASOURCE = models.DataSourceRef(type_val="prometheus", uid="${" + DATASOURCE_VAR + "}")
 RATE = "$__rate_interval"
-SCHEMA_VERSION = 39
+EXPLORER = "${" + EXPLORER_VAR + "}/ui/"
 
 
 @dataclass(frozen=True)
@@ -38,12 +55,20 @@ class Panel:
     targets: tuple[Target, ...]
     unit: str = "short"
     description: str = ""
-    kind: str = "timeseries"
     width: int = 12
     height: int = 8
     stack: bool = False
-    # Series that only exist when Serve autoscaling is enabled (tests allow them to be empty).
-    needs_autoscaling: bool = False
+    # Why the panel may show no data on a healthy cluster (e.g. series that only exist with
+    # Serve autoscaling); None: it always has data once requests were answered.
+    may_be_empty: str | None = None
+    # Labels of the series (e.g. "effort") that filter the explorer's tree list it links to.
+    explorer_filters: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Row:
+    title: str
+    panels: tuple[Panel, ...]
 
 
 @dataclass(frozen=True)
@@ -52,7 +77,12 @@ class Dashboard:
     title: str
     description: str
     panels: tuple[Panel, ...]
+    rows: tuple[Row, ...] = ()
     tags: tuple[str, ...] = field(default=(TAG,))
+
+    @property
+    def every_panel(self) -> tuple[Panel, ...]:
+        return self.panels + tuple(panel for row in self.rows for panel in row.panels)
 
 
 def _rate(metric: str, selector: str = "") -> str:
@@ -88,6 +118,10 @@ REQUESTS = "ray_rc_requests_total"
 ANSWER_S = "ray_rc_time_to_answer_seconds"
 FIRST_S = "ray_rc_time_to_first_progress_seconds"
 ANSWERED = 'status="200"'
+VERDICTS = "ray_rc_verifier_verdicts_total"
+ANSWERS = "ray_rc_answers_total"
+ANSWER_TOKENS = "ray_rc_answer_reasoning_tokens_total"
+LABELLED = 'correct!="unknown"'
 
 
 def overview() -> Dashboard:
@@ -115,6 +149,7 @@ def overview() -> Dashboard:
                 _p50_p95_by_effort(ANSWER_S),
                 "s",
                 "Request received to answer sent, successful requests, by effort.",
+                explorer_filters=("effort",),
             ),
             Panel(
                 "Effort mix",
@@ -122,6 +157,7 @@ def overview() -> Dashboard:
                 "reqps",
                 "Requests per second by reasoning effort.",
                 stack=True,
+                explorer_filters=("effort",),
             ),
             Panel(
                 "Token spend",
@@ -185,7 +221,6 @@ def overview() -> Dashboard:
 
 
 def reasoning() -> Dashboard:
-    verdicts = "ray_rc_verifier_verdicts_total"
     return Dashboard(
         "rc-reasoning",
         "reasoning-cluster / Reasoning",
@@ -196,6 +231,7 @@ def reasoning() -> Dashboard:
                 _p50_p95_by_effort("ray_rc_tree_nodes"),
                 "short",
                 "Nodes per finished tree (root included), by effort.",
+                explorer_filters=("effort",),
             ),
             Panel(
                 "Tree depth",
@@ -225,25 +261,10 @@ def reasoning() -> Dashboard:
             ),
             Panel(
                 "Verifier outcomes",
-                (Target(_sum_rate(verdicts, "verifier, outcome"), "{{verifier}} {{outcome}}"),),
+                (Target(_sum_rate(VERDICTS, "verifier, outcome"), "{{verifier}} {{outcome}}"),),
                 "short",
                 "Verdicts per second by verifier and outcome (abstain: the verifier could not judge).",
                 stack=True,
-            ),
-            Panel(
-                "Verifier pass rate",
-                (
-                    Target(
-                        _ratio(
-                            _sum_rate(verdicts, "verifier", 'outcome="pass"'),
-                            _sum_rate(verdicts, "verifier", 'outcome=~"pass|fail"'),
-                            by="verifier",
-                        ),
-                        "{{verifier}}",
-                    ),
-                ),
-                "percentunit",
-                "Passed / judged verdicts per verifier.",
             ),
             Panel(
                 "Budget use",
@@ -295,7 +316,71 @@ def reasoning() -> Dashboard:
                 ),
                 "short",
                 "Mean reasoning tokens of an answered request, by effort.",
+                explorer_filters=("effort",),
             ),
+        ),
+        rows=(Row("Reasoning quality", quality_panels()),),
+    )
+
+
+def quality_panels() -> tuple[Panel, ...]:
+    """Whether the answers are any good: verified, complete, passing, and what a right one costs."""
+    answers = _sum_rate(ANSWERS, "effort")
+    labelled = _sum_rate(ANSWERS, "effort", LABELLED)
+    correct = _sum_rate(ANSWERS, "effort", 'correct="true"')
+    return (
+        Panel(
+            "Verified share of answers",
+            (
+                Target(
+                    _ratio(_sum_rate(ANSWERS, "effort", 'verified="true"'), answers, "effort"), "{{effort}}"
+                ),
+            ),
+            "percentunit",
+            "Answers a verifier that proves answers accepted, per answer, by effort.",
+            explorer_filters=("effort",),
+        ),
+        Panel(
+            "Incomplete share of answers",
+            (
+                Target(
+                    _ratio(_sum_rate(ANSWERS, "effort", 'status="incomplete"'), answers, "effort"),
+                    "{{effort}}",
+                ),
+            ),
+            "percentunit",
+            "Answers whose winning chain did not finish (it ran out of tokens), per answer, by effort.",
+            explorer_filters=("effort",),
+        ),
+        Panel(
+            "Verifier pass rate",
+            (
+                Target(
+                    _ratio(
+                        _sum_rate(VERDICTS, "verifier", 'outcome="pass"'),
+                        _sum_rate(VERDICTS, "verifier", 'outcome=~"pass|fail"'),
+                        by="verifier",
+                    ),
+                    "{{verifier}}",
+                ),
+            ),
+            "percentunit",
+            "Passed / judged verdicts per verifier.",
+        ),
+        Panel(
+            "Reasoning tokens per correct answer",
+            (
+                Target(
+                    f"{_sum_rate(ANSWER_TOKENS, 'effort', LABELLED)} / clamp_min({correct}, 1e-9)",
+                    "per correct {{effort}}",
+                ),
+                Target(_ratio(correct, labelled, "effort"), "accuracy {{effort}}"),
+            ),
+            "short",
+            "Answers with an evaluation label (a Game of 24 puzzle, a reference answer): reasoning "
+            "tokens spent on them per correct one, and the share that is correct.",
+            may_be_empty="only answers with an evaluation label (Game of 24, a reference answer) count",
+            explorer_filters=("effort",),
         ),
     )
 
@@ -382,7 +467,7 @@ def capacity() -> Dashboard:
                 "short",
                 "The autoscaling policy's raw decision against the bounded target (only autoscaled "
                 "deployments have a decision).",
-                needs_autoscaling=True,
+                may_be_empty="only deployments under Serve autoscaling have a decision",
             ),
         ),
     )
@@ -392,83 +477,109 @@ def dashboards() -> tuple[Dashboard, ...]:
     return (overview(), reasoning(), capacity())
 
 
-# ---- Grafana JSON ----------------------------------------------------------------------
+# ---- Grafana JSON, built with the SDK ---------------------------------------------------
 
 
-def _panel_json(panel: Panel, panel_id: int, x: int, y: int) -> dict[str, Any]:
-    defaults: dict[str, Any] = {"unit": panel.unit}
-    if panel.kind == "timeseries":
-        defaults["custom"] = {
-            "drawStyle": "line",
-            "fillOpacity": 20 if panel.stack else 0,
-            "stacking": {"mode": "normal" if panel.stack else "none", "group": "A"},
-            "showPoints": "never",
-        }
-    return {
-        "id": panel_id,
-        "type": panel.kind,
-        "title": panel.title,
-        "description": panel.description,
-        "datasource": dict(DATASOURCE),
-        "gridPos": {"h": panel.height, "w": panel.width, "x": x, "y": y},
-        "fieldConfig": {"defaults": defaults, "overrides": []},
-        "options": {"legend": {"displayMode": "list", "placement": "bottom", "showLegend": True}},
-        "targets": [
-            {
-                "refId": chr(ord("A") + i),
-                "datasource": dict(DATASOURCE),
-                "expr": target.expr,
-                "legendFormat": target.legend or "__auto",
-                "range": True,
-            }
-            for i, target in enumerate(panel.targets)
-        ],
-    }
+def _explorer_link(labels: Sequence[str]) -> dashboard_builders.DashboardLink:
+    query = "&".join(f"{label}=${{__field.labels.{label}}}" for label in labels)
+    return (
+        dashboard_builders.DashboardLink("Trees of this series in the explorer")
+        .url(f"{EXPLORER}#/?{query}")
+        .target_blank(True)
+    )
+
+
+def _panel(panel: Panel, panel_id: int) -> timeseries.Panel:
+    built = (
+        timeseries.Panel()
+        .id(panel_id)
+        .title(panel.title)
+        .description(panel.description)
+        .datasource(DATASOURCE)
+        .unit(panel.unit)
+        .span(panel.width)
+        .height(panel.height)
+        .legend(
+            common_builders.VizLegendOptions()
+            .display_mode(common.LegendDisplayMode.LIST)
+            .placement(common.LegendPlacement.BOTTOM)
+            .show_legend(True)
+        )
+        .draw_style(common.GraphDrawStyle.LINE)
+        .show_points(common.VisibilityMode.NEVER)
+        .fill_opacity(20 if panel.stack else 0)
+        .stacking(
+            common_builders.StackingConfig()
+            .mode(common.StackingMode.NORMAL if panel.stack else common.StackingMode.NONE)
+            .group("A")
+        )
+    )
+    for i, target in enumerate(panel.targets):
+        built.with_target(
+            prometheus.Dataquery()
+            .ref_id(chr(ord("A") + i))
+            .datasource(DATASOURCE)
+            .expr(target.expr)
+            .legend_format(target.legend or "__auto")
+            .range()
+        )
+    if panel.explorer_filters:
+        built.data_links([_explorer_link(panel.explorer_filters)])
+    return built
+
+
+def _variables() -> list[Any]:
+    return [
+        dashboard_builders.DatasourceVariable(DATASOURCE_VAR).label("Prometheus").type("prometheus"),
+        dashboard_builders.TextBoxVariable(EXPLORER_VAR)
+        .label("Explorer URL")
+        .description("Where the gateway (its /ui/ explorer) is reachable from this browser.")
+        .default_value(DEFAULT_EXPLORER_URL),
+        dashboard_builders.TextBoxVariable(TREE_ID_VAR)
+        .label("Tree id")
+        .description("A tree id (a response's reasoning.tree_id) to open in the explorer."),
+    ]
+
+
+def _links() -> list[Any]:
+    return [
+        dashboard_builders.DashboardLink("Thought-tree explorer")
+        .type(models.DashboardLinkType.LINK)
+        .url(EXPLORER)
+        .target_blank(True),
+        dashboard_builders.DashboardLink("Open tree ${" + TREE_ID_VAR + "}")
+        .type(models.DashboardLinkType.LINK)
+        .url(EXPLORER + "#/tree/${" + TREE_ID_VAR + "}")
+        .target_blank(True),
+    ]
 
 
 def to_grafana(dashboard: Dashboard) -> dict[str, Any]:
-    panels = []
-    x = y = 0
-    row_height = 0
-    for panel_id, panel in enumerate(dashboard.panels, start=1):
-        if x + panel.width > 24:
-            x, y = 0, y + row_height
-            row_height = 0
-        panels.append(_panel_json(panel, panel_id, x, y))
-        x += panel.width
-        row_height = max(row_height, panel.height)
-    return {
-        "id": None,
-        "uid": dashboard.uid,
-        "title": dashboard.title,
-        "description": dashboard.description,
-        "tags": list(dashboard.tags),
-        "timezone": "browser",
-        "editable": True,
-        "graphTooltip": 1,
-        "schemaVersion": SCHEMA_VERSION,
-        "version": 1,
-        "refresh": "30s",
-        "time": {"from": "now-1h", "to": "now"},
-        "templating": {
-            "list": [
-                {
-                    "name": DATASOURCE_VAR,
-                    "label": "Prometheus",
-                    "type": "datasource",
-                    "query": "prometheus",
-                    "current": {},
-                    "hide": 0,
-                    "refresh": 1,
-                    "regex": "",
-                    "options": [],
-                }
-            ]
-        },
-        "annotations": {"list": []},
-        "links": [],
-        "panels": panels,
-    }
+    built = (
+        dashboard_builders.Dashboard(dashboard.title)
+        .uid(dashboard.uid)
+        .description(dashboard.description)
+        .tags(list(dashboard.tags))
+        .timezone("browser")
+        .editable()
+        .tooltip(models.DashboardCursorSync.CROSSHAIR)
+        .refresh("30s")
+        .time("now-1h", "now")
+        .version(1)
+        .variables(_variables())
+        .links(_links())
+    )
+    panel_ids = iter(range(1, 1000))
+    for panel in dashboard.panels:
+        built.with_panel(_panel(panel, next(panel_ids)))
+    for row in dashboard.rows:
+        # An open row: its panels follow it at the top level (a collapsed row would nest them).
+        built.with_row(dashboard_builders.Row(row.title).id(next(panel_ids)))
+        for panel in row.panels:
+            built.with_panel(_panel(panel, next(panel_ids)))
+    grafana: dict[str, Any] = json.loads(json.dumps(built.build(), cls=JSONEncoder))
+    # A new dashboard is saved with a null id (Grafana assigns one); the SDK leaves it out.
+    return {"id": None, **grafana}
 
 
 def build_dashboards() -> dict[str, dict[str, Any]]:
@@ -488,10 +599,6 @@ def export(directory: Path = DASHBOARD_DIR) -> list[Path]:
         path.write_text(render(dashboard))
         written.append(path)
     return written
-
-
-def expressions(panels: Sequence[Panel]) -> list[str]:
-    return [target.expr for panel in panels for target in panel.targets]
 
 
 def export_command(args: argparse.Namespace) -> int:

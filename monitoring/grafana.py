@@ -22,7 +22,7 @@ import requests
 from grafana_api.grafana_api import GrafanaClientError, GrafanaException, GrafanaUnauthorizedError
 from grafana_api.grafana_face import GrafanaFace
 
-from monitoring.dashboards import DATASOURCE_VAR, build_dashboards
+from monitoring.dashboards import DATASOURCE_VAR, EXPLORER_VAR, build_dashboards
 
 DATASOURCE_NAME = "reasoning-cluster-prometheus"
 DATASOURCE_UID = "reasoning-cluster-prometheus"
@@ -89,11 +89,15 @@ def datasource_body(prometheus_url: str, scrape_interval: str = "15s") -> dict[s
 
 
 def push(
-    grafana: GrafanaFace, prometheus_url: str, grafana_url: str = "Grafana", scrape_interval: str = "15s"
+    grafana: GrafanaFace,
+    prometheus_url: str,
+    grafana_url: str = "Grafana",
+    scrape_interval: str = "15s",
+    explorer_url: str | None = None,
 ) -> PushReport:
     """Create or update the datasource, the folder and the dashboards."""
     try:
-        return _push(grafana, prometheus_url, scrape_interval)
+        return _push(grafana, prometheus_url, scrape_interval, explorer_url)
     except GrafanaUnauthorizedError as exc:
         raise PushError(
             f"{grafana_url} refused the credentials (401 Unauthorized): check --api-key or --user/--password"
@@ -113,7 +117,9 @@ def push(
         ) from exc
 
 
-def _push(grafana: GrafanaFace, prometheus_url: str, scrape_interval: str) -> PushReport:
+def _push(
+    grafana: GrafanaFace, prometheus_url: str, scrape_interval: str, explorer_url: str | None
+) -> PushReport:
     report = PushReport()
     body = datasource_body(prometheus_url, scrape_interval)
     existing = _get_or_none(grafana, f"/datasources/name/{quote(DATASOURCE_NAME, safe='')}")
@@ -137,7 +143,7 @@ def _push(grafana: GrafanaFace, prometheus_url: str, scrape_interval: str) -> Pu
     for dashboard in build_dashboards().values():
         saved = grafana.dashboard.update_dashboard(
             {
-                "dashboard": with_datasource(dashboard, datasource_uid),
+                "dashboard": with_datasource(dashboard, datasource_uid, explorer_url),
                 "folderUid": FOLDER_UID,
                 "folderId": folder.get("id", 0),
                 "overwrite": True,
@@ -148,13 +154,19 @@ def _push(grafana: GrafanaFace, prometheus_url: str, scrape_interval: str) -> Pu
     return report
 
 
-def with_datasource(dashboard: dict[str, Any], datasource_uid: str) -> dict[str, Any]:
-    """The dashboard with its datasource variable preset to the pushed datasource."""
+def with_datasource(
+    dashboard: dict[str, Any], datasource_uid: str, explorer_url: str | None = None
+) -> dict[str, Any]:
+    """The dashboard with its datasource variable preset to the pushed datasource (and its
+    explorer links to `explorer_url` when given)."""
     pushed = copy.deepcopy(dashboard)
     pushed["id"] = None
     for variable in pushed["templating"]["list"]:
         if variable["name"] == DATASOURCE_VAR:
             variable["current"] = {"selected": True, "text": DATASOURCE_NAME, "value": datasource_uid}
+        elif variable["name"] == EXPLORER_VAR and explorer_url:
+            variable["query"] = explorer_url
+            variable["current"] = {"selected": False, "text": explorer_url, "value": explorer_url}
     return pushed
 
 
@@ -180,7 +192,7 @@ def push_command(args: argparse.Namespace) -> int:
     api_key = args.api_key or (None if args.user else os.environ.get("GRAFANA_API_KEY"))
     try:
         grafana = connect(args.grafana_url, api_key, args.user, args.password, args.timeout)
-        report = push(grafana, args.prometheus_url, args.grafana_url)
+        report = push(grafana, args.prometheus_url, args.grafana_url, explorer_url=args.explorer_url)
     except PushError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return 2

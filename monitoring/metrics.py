@@ -20,7 +20,7 @@ from collections import Counter as Tally
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
@@ -29,8 +29,11 @@ from redis.exceptions import NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from cluster.api import ApiError
+from cluster.config import RedisConfig
 from cluster.search.observer import SearchObserver
-from cluster.types import Effort, GenerationResult, SolveRequest, SolveResult, VerifyResult
+from cluster.store.connection import redis_client
+from cluster.tasks import get_task
+from cluster.types import Effort, GenerationResult, Problem, SolveRequest, SolveResult, VerifyResult
 
 # Ray's exporter adds this to every name.
 EXPORT_PREFIX = "ray_"
@@ -45,6 +48,7 @@ _ENGINE_S = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120)
 _RATIO = (0.1, 0.25, 0.5, 0.75, 0.9, 1.0, 1.25, 2.0)
 _NODES = (1, 2, 3, 5, 9, 17, 33, 65, 129, 257)
 _DEPTH = (1, 2, 3, 4, 6, 8, 12, 16)
+ANSWER_LABELS = ("effort", "status", "verified", "correct")
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +122,23 @@ CATALOGUE: tuple[MetricSpec, ...] = (
         "Spent / granted reasoning tokens per answered request; above 1.0 is an overspend.",
         ("effort",),
         _RATIO,
+    ),
+    # ---- gateway: reasoning quality -------------------------------------------------------
+    MetricSpec(
+        "rc_answers_total",
+        "counter",
+        "Answered requests by effort, status (complete; incomplete: the search stopped early on its "
+        "budget, deadline or an error and answered with the best it had), verified (true: a "
+        "verifier that proves answers accepted it; else false) and correct (true, "
+        "false against an evaluation label: a Game of 24 puzzle, a reference answer; else unknown).",
+        ANSWER_LABELS,
+    ),
+    MetricSpec(
+        "rc_answer_reasoning_tokens_total",
+        "counter",
+        "Reasoning tokens of answered requests, with the labels of rc_answers_total "
+        '(tokens per correct answer = this / rc_answers_total, both with correct="true").',
+        ANSWER_LABELS,
     ),
     # ---- planner: the search ------------------------------------------------------------
     MetricSpec(
@@ -310,6 +331,8 @@ class RequestTracker:
     def __init__(self) -> None:
         self.effort = UNKNOWN
         self.tenant = UNKNOWN
+        # What was asked: answers to problems with an evaluation label are graded.
+        self.problem: Problem | None = None
         self.started = time.monotonic()
 
 
@@ -366,6 +389,14 @@ class GatewayMetrics:
     ) -> None:
         effort = tracker.effort
         m = self.metrics
+        quality = {
+            "effort": effort,
+            "status": result.status,
+            "verified": "true" if result.verified else "false",
+            "correct": _flag(_graded(tracker.problem, result.answer)),
+        }
+        m.inc("rc_answers_total", 1, **quality)
+        m.inc("rc_answer_reasoning_tokens_total", result.usage.completion_tokens, **quality)
         m.observe("rc_time_to_answer_seconds", time.monotonic() - tracker.started, effort=effort)
         m.inc("rc_reasoning_tokens_total", result.usage.completion_tokens, effort=effort)
         m.inc("rc_prompt_tokens_total", result.usage.prompt_tokens, effort=effort)
@@ -495,6 +526,15 @@ class RedisMetrics:
         return up
 
 
+def _graded(problem: Problem | None, answer: str) -> bool | None:
+    """Whether the answer is right, where the problem carries a label to grade it by."""
+    return None if problem is None else get_task(problem.task).grade(answer, problem)
+
+
+def _flag(value: bool | None) -> str:
+    return UNKNOWN if value is None else str(value).lower()
+
+
 def _error_kind(error: RedisError) -> str:
     if isinstance(error, RedisTimeoutError):
         return "timeout"
@@ -541,8 +581,9 @@ class InstrumentedRedis(Redis):
         return pipe
 
 
-def instrumented_redis(url: str, metrics: RedisMetrics) -> InstrumentedRedis:
-    client = cast(InstrumentedRedis, InstrumentedRedis.from_url(url))
+def instrumented_redis(config: RedisConfig, metrics: RedisMetrics) -> InstrumentedRedis:
+    """A timed client with the cluster's timeouts and bounded pool (cluster.store.connection)."""
+    client = redis_client(config, InstrumentedRedis)
     client.rc_metrics = metrics
     return client
 

@@ -37,6 +37,14 @@ if ! command -v bwrap >/dev/null 2>&1 || [ ! -x /usr/bin/python3 ] || [ ! -d /us
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q bubblewrap python3 python3-sympy
 fi
 
+# Chromium: the explorer's browser tests drive Debian's build (Playwright's own download needs
+# the internet).
+if ! command -v chromium >/dev/null 2>&1 && [ ! -x /usr/bin/chromium ]; then
+  echo "==> installing chromium (apt)"
+  as_root apt-get update -q
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
+fi
+
 if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
   echo "==> creating $VENV and installing Python packages (a few minutes the first time)"
   [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"

@@ -9,7 +9,9 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-EFFORT_ORDER = ("low", "medium", "high")
+from cluster.types import Effort
+
+EFFORT_ORDER = tuple(e.value for e in Effort)
 UNKNOWN_STRATEGY = "unknown"
 
 PointKey = tuple[str, str | None, bool, int | None, bool]

@@ -163,6 +163,7 @@ class Expander:
                 logprobs=0,
                 regex=regex,
                 affinity_key=self._request.tree_id,
+                cache_salt=self._request.cache_salt,
             )
         )
         generated = sum(c.token_count for c in result.completions)

@@ -76,6 +76,14 @@ class TreeKeys:
         """String counter that allocates node ids."""
         return self._key("counter")
 
+    @property
+    def response(self) -> str:
+        """String: the gateway's answer to the request that made the tree (cluster.store.responses).
+
+        Not among `all()`: it is written once the tree has finished, expiring with the meta key.
+        """
+        return self._key("response")
+
     def all(self) -> tuple[str, ...]:
         """The tree's fixed keys; meta first (scripts rely on KEYS[1] being meta).
 

@@ -52,7 +52,12 @@ def _free_port() -> int:
 
 
 class EmbeddedRedis:
-    """Runs redis-server on 127.0.0.1 in a throwaway directory, without persistence."""
+    """Runs redis-server on 127.0.0.1 in a throwaway directory, with an append-only file.
+
+    Every write is in the AOF before its reply is sent (fsynced every second), so a server
+    that stops, crashes or is killed and is then `restart`ed on the same port still holds
+    every finished tree. No RDB snapshots: forking a copy of the data set is not needed.
+    """
 
     def __init__(
         self,
@@ -115,7 +120,10 @@ class EmbeddedRedis:
             "--bind", HOST,
             "--dir", workdir,
             "--save", "",
-            "--appendonly", "no",
+            "--appendonly", "yes",
+            "--appendfsync", "everysec",
+            # Trees, leases and ledgers must never be evicted (docs/security.md, Redis faults).
+            "--maxmemory-policy", "noeviction",
             "--daemonize", "no",
             "--logfile", "",
         ]  # fmt: skip
@@ -162,6 +170,17 @@ class EmbeddedRedis:
             f"redis-server (pid {self.pid}) did not answer PING on port {self.port} within "
             f"{self._startup_timeout_s}s; log:\n{self._log_tail()}"
         )
+
+    def restart(self) -> None:
+        """Start the server again on the same port and directory, from its append-only file.
+
+        For a server that exited (SHUTDOWN, a crash, SIGKILL); one still running is stopped first.
+        """
+        if self._tmpdir is None or self._port is None:
+            raise RedisServerError("EmbeddedRedis was never started")
+        self._terminate()
+        self._launch(self._binary or find_redis_server(), self._port)
+        self._wait_ready()
 
     def stop(self) -> None:
         """Terminate the recorded process, kill it if it lingers, remove its directory."""

@@ -57,9 +57,18 @@ class Task:
         """What answers agree on when chains vote: equal keys, equal answers."""
         return normalize_answer(answer)
 
+    def labelled(self, problem: Problem) -> bool:
+        """Whether `problem` carries what grading needs (a reference answer)."""
+        return problem.reference is not None
+
     def is_correct(self, answer: str, problem: Problem) -> bool:
         """Grading against the problem's reference (evaluation only)."""
         return problem.reference is not None and answers_equivalent(answer, problem.reference)
+
+    def grade(self, answer: str, problem: Problem) -> bool | None:
+        """Whether `answer` is right by the problem's own label; None when it carries none (a
+        Game of 24 puzzle labels itself, other families need a reference answer)."""
+        return self.is_correct(answer, problem) if self.labelled(problem) else None
 
 
 _TASKS: dict[str, Task] = {}

@@ -33,7 +33,8 @@ from cluster.verifiers.arithmetic import (
 TARGET = 24
 GAME24_NUMBERS = 4
 
-_PUZZLE = re.compile(r"^\s*(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s*$")
+# At most 6 digits a number: longer ones make no puzzle, and past 4,300 digits int() refuses them.
+_PUZZLE = re.compile(r"^\s*(\d{1,6})\s+(\d{1,6})\s+(\d{1,6})\s+(\d{1,6})\s*$")
 
 
 @register_task
@@ -60,8 +61,8 @@ class Game24Task(Task):
         match = _PUZZLE.match(problem.question)
         if match is None:
             raise InvalidProblem(
-                "task game24 expects the last user message to be four whole numbers separated "
-                f"by spaces, like '4 9 10 13'; got {problem.question[:60]!r}"
+                "task game24 expects the last user message to be four whole numbers (up to 6 digits) "
+                f"separated by spaces, like '4 9 10 13'; got {problem.question[:60]!r}"
             )
         return Problem(problem.messages, self.name, tuple(int(n) for n in match.groups()), reference)
 
@@ -70,6 +71,10 @@ class Game24Task(Task):
 
     def extract_answer(self, text: str) -> str | None:
         return extract_game24_expression(text)
+
+    def labelled(self, problem: Problem) -> bool:
+        # A puzzle labels itself: its numbers are all grading needs.
+        return problem.numbers is not None
 
     def is_correct(self, answer: str, problem: Problem) -> bool:
         # The answer's last arithmetic expression is the proposal, as the game24 verifier reads it.

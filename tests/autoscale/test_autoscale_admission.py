@@ -109,6 +109,22 @@ async def test_queue_gives_up_with_429_after_max_wait(redis_client: Redis) -> No
     assert await redis_client.hlen(control.keys.queued) == 0
 
 
+async def test_a_full_queue_rejects_at_once(redis_client: Redis) -> None:
+    control = _controller(
+        redis_client, on_overload="queue", queue_poll_s=0.05, max_queue_wait_s=5.0, max_queued=1
+    )
+    held = await control.admit("acme", "tree-1", Effort.HIGH, cost_of)
+    waiting = asyncio.create_task(control.admit("acme", "tree-2", Effort.HIGH, cost_of))
+    await asyncio.sleep(0.3)
+    with pytest.raises(AdmissionRejected) as caught:
+        await control.admit("acme", "tree-3", Effort.HIGH, cost_of)
+    assert "1 requests are queued already (the limit is 1)" in caught.value.message
+    assert caught.value.retry_after_s >= 1
+    await control.release(held)
+    await control.release(await asyncio.wait_for(waiting, 5))
+    assert await redis_client.hlen(control.keys.queued) == 0
+
+
 async def test_release_is_idempotent_and_stale_entries_expire(redis_client: Redis) -> None:
     clock = [1000.0]
     control = AdmissionController(

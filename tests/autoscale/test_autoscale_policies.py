@@ -210,5 +210,5 @@ def test_config_errors_say_what_to_change() -> None:
     base = load_config()
     with pytest.raises(ValidationError, match="unknown tenant\\(s\\) acme; known: anonymous"):
         base.with_overrides({"admission": {"tenant_max_tokens_in_flight": {"acme": 5000}}})
-    with pytest.raises(ValidationError, match="admits no request: the smallest effort budget is 256"):
-        base.with_overrides({"admission": {"default_max_tokens_in_flight": 100}})
+    with pytest.raises(ValidationError, match="admits no request: the smallest effort budget is 96"):
+        base.with_overrides({"admission": {"default_max_tokens_in_flight": 50}})

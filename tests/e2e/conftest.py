@@ -1,4 +1,5 @@
-"""One local cluster (real Redis, Ray Serve on loopback, vLLM with the small model) per session."""
+"""One local cluster (real Redis, Ray Serve on loopback, vLLM with the small model) per session,
+exporting its request traces to a loopback OTLP/HTTP receiver."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 from openai import OpenAI
 
 from cluster.local import LocalCluster
+from tests.otlp import Collector, otlp_collector
 from tests.plumbing import plumbing_config
 
 
@@ -19,9 +21,16 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def cluster() -> Iterator[LocalCluster]:
+def trace_collector() -> Iterator[Collector]:
+    with otlp_collector() as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def cluster(trace_collector: Collector) -> Iterator[LocalCluster]:
     # These tests check the service's plumbing, not the quality of answers: the small model.
-    with LocalCluster(plumbing_config(), port=free_port()) as running:
+    config = plumbing_config({"tracing": {"endpoint": trace_collector.url}})
+    with LocalCluster(config, port=free_port(), grpc_port=free_port()) as running:
         yield running
 
 

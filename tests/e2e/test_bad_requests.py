@@ -35,7 +35,11 @@ def _error(response: httpx.Response) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("body", "status", "words"),
     [
-        (GOOD | {"reasoning_effort": "extreme"}, 400, ["reasoning_effort", "'low'", "'medium'", "'high'"]),
+        (
+            GOOD | {"reasoning_effort": "extreme"},
+            400,
+            ["reasoning_effort", *(f"'{e}'" for e in ("none", "minimal", "low", "medium", "high", "xhigh"))],
+        ),
         (GOOD | {"messages": []}, 400, ["messages"]),
         (GOOD | {"messages": "What is 2 + 3?"}, 400, ["messages"]),
         (GOOD | {"messages": [{"role": "user", "content": 5}]}, 400, ["content"]),

@@ -121,7 +121,7 @@ def test_health_reports_every_part(cluster: LocalCluster) -> None:
     response = httpx.get(f"{cluster.url}/healthz", timeout=30)
     body = response.json()
     assert response.status_code == 200, body
-    assert set(body["checks"]) == {"redis", "planner", "branch_generator", "verifier"}
+    assert set(body["checks"]) == {"redis", "planner", "branch_generator", "verifier", "job_runner"}
     assert all(check["status"] == "ok" for check in body["checks"].values())
     assert body["checks"]["branch_generator"]["device"] == "cpu"
 

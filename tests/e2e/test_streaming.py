@@ -15,6 +15,8 @@ from openai import OpenAI
 from openai.types.chat import ChatCompletionChunk, ChatCompletionMessageParam
 from redis import Redis
 
+from cluster.auth import scoped_tree_id
+from cluster.config import ANONYMOUS
 from cluster.local import LocalCluster
 from cluster.store import KeySpace
 
@@ -158,7 +160,8 @@ def test_failure_after_the_start_is_an_error_event(cluster: LocalCluster, openai
     # The tree vanishing under the planner (as when it expires) fails the search mid-stream.
     assert cluster.config.redis.url is not None
     with Redis.from_url(cluster.config.redis.url) as redis:
-        assert redis.delete(KeySpace(cluster.config.redis.key_prefix).tree(tree_id).meta) == 1
+        stored = scoped_tree_id(ANONYMOUS, tree_id)
+        assert redis.delete(KeySpace(cluster.config.redis.key_prefix).tree(stored).meta) == 1
     # The error event is OpenAI's error body; the official client raises it as an APIError.
     with pytest.raises(openai.APIError) as raised:
         list(stream)
@@ -168,4 +171,4 @@ def test_failure_after_the_start_is_an_error_event(cluster: LocalCluster, openai
         "param": None,
         "code": None,
     }
-    assert tree_id in raised.value.message
+    assert stored in raised.value.message

@@ -9,7 +9,7 @@ import pytest
 from redis.asyncio import Redis
 
 from bench.tree_growth import RoundTrips
-from cluster.config import TaskSettings
+from cluster.config import RedisConfig, TaskSettings
 from cluster.search.tree import SearchTree
 from cluster.store import (
     KeySpace,
@@ -124,7 +124,7 @@ def _comparable(node: ThoughtNode) -> tuple[object, ...]:
 
 async def test_an_expansion_and_its_queued_changes_are_one_round_trip(redis_server: str) -> None:
     trips = RoundTrips()
-    redis = instrumented_redis(redis_server, trips)
+    redis = instrumented_redis(RedisConfig(url=redis_server), trips)
     try:
         await check_one_round_trip(redis, trips)
     finally:

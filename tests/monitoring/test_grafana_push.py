@@ -289,7 +289,7 @@ def test_push_creates_datasource_folder_and_dashboards(grafana: ContractServer) 
     assert set(grafana.state.dashboards) == {d["uid"] for d in build_dashboards().values()}
     for saved in grafana.state.dashboards.values():
         assert saved["folderUid"] == FOLDER_UID
-        (variable,) = saved["dashboard"]["templating"]["list"]
+        (variable,) = [v for v in saved["dashboard"]["templating"]["list"] if v["name"] == "datasource"]
         assert variable["current"]["value"] == datasource["uid"]
         assert len(saved["dashboard"]["panels"]) >= 8
     assert sorted(report.dashboards) == sorted(
@@ -319,6 +319,19 @@ def test_basic_auth_through_the_cli(grafana: ContractServer, capsys: pytest.Capt
     out = capsys.readouterr().out
     assert code == 0, out
     assert f"datasource {DATASOURCE_NAME}: created" in out and out.count("dashboard /d/") == 3
+
+
+def test_push_presets_the_explorer_url(grafana: ContractServer, capsys: pytest.CaptureFixture[str]) -> None:
+    url = "https://reasoning.example.com"
+    code = main(
+        ["dashboards", "push", "--grafana-url", grafana.url, "--api-key", ADMIN_TOKEN, "--explorer-url", url]
+    )
+    assert code == 0, capsys.readouterr().err
+    for saved in grafana.state.dashboards.values():
+        dashboard = saved["dashboard"]
+        (variable,) = [v for v in dashboard["templating"]["list"] if v["name"] == "explorer_url"]
+        assert variable["query"] == variable["current"]["value"] == url
+        assert "${explorer_url}/ui/" in {link["url"] for link in dashboard["links"]}
 
 
 @pytest.mark.parametrize(

@@ -13,9 +13,11 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from cluster.api import ApiError
+from cluster.config import RedisConfig
 from cluster.search.context import SearchServices
 from cluster.search.controller import DeadlineExceeded, SearchController
 from cluster.store import TOKENS, VERIFIER_CALLS, BudgetLedger, KeySpace, TreeMeta, TreeStore
+from cluster.tasks import pose
 from cluster.types import (
     ChatMessage,
     Completion,
@@ -148,6 +150,53 @@ def test_gateway_in_flight_demand_and_answer_accounting() -> None:
     assert len(recorder.observations[("rc_time_to_answer_seconds", (("effort", "medium"),))]) == 1
 
 
+def _answer(
+    answer: str, finish_reason: str = "stop", tokens: int = 50, verified: bool = False
+) -> SolveResult:
+    return SolveResult(
+        "t",
+        answer,
+        answer,
+        "s",
+        "beam_search",
+        Usage(10, tokens, 0),
+        2,
+        1,
+        (),
+        finish_reason,
+        status="complete" if finish_reason == "stop" else "incomplete",
+        incomplete_reason=None if finish_reason == "stop" else "budget",
+        verified=verified,
+    )
+
+
+def test_answers_are_counted_by_status_and_graded_where_they_have_a_label() -> None:
+    recorder = Recorder()
+    gateway = GatewayMetrics(recorder)
+    puzzle = pose([ChatMessage("user", "4 9 10 13")], "game24")
+    open_question = pose([ChatMessage("user", "What is 2+2?")], "general")
+    labelled = pose([ChatMessage("user", "What is 2+2?")], "math", reference="4")
+    answers = [
+        (puzzle, _answer("(13 - 9) * (10 - 4)", tokens=80, verified=True)),
+        (puzzle, _answer("4 + 9 + 10 + 13", tokens=60)),
+        (open_question, _answer("4", finish_reason="length", tokens=30)),
+        (labelled, _answer("4", tokens=20)),
+    ]
+    for problem, result in answers:
+        with gateway.request() as tracked:
+            tracked.effort, tracked.problem = "high", problem
+            gateway.answered(tracked, result, granted_tokens=100, spent_tokens=result.usage.completion_tokens)
+    assert recorder.total("rc_answers_total") == 4
+    assert recorder.total("rc_answers_total", correct="true") == 2
+    assert recorder.total("rc_answers_total", correct="false") == 1
+    assert recorder.total("rc_answers_total", correct="unknown", status="incomplete") == 1
+    assert recorder.total("rc_answers_total", verified="true") == 1
+    assert recorder.total("rc_answers_total", verified="false") == 3
+    assert recorder.total("rc_answer_reasoning_tokens_total", correct="true") == 100
+    assert recorder.total("rc_answer_reasoning_tokens_total", correct="false") == 60
+    assert recorder.total("rc_answer_reasoning_tokens_total", status="complete") == 160
+
+
 def test_verifier_and_engine_metrics() -> None:
     recorder = Recorder()
     VerifierMetrics(recorder).verified(
@@ -238,7 +287,7 @@ async def test_search_observer_on_the_controller(redis_client: Redis) -> None:
 async def test_instrumented_redis_times_commands_scripts_and_pipelines(redis_server: str) -> None:
     recorder = Recorder()
     metrics = RedisMetrics("planner", recorder)
-    client = instrumented_redis(redis_server, metrics)
+    client = instrumented_redis(RedisConfig(url=redis_server), metrics)
     try:
         await client.set("mon:k", "1")
         script = client.register_script("return redis.call('GET', KEYS[1])")
@@ -258,7 +307,7 @@ async def test_instrumented_redis_times_commands_scripts_and_pipelines(redis_ser
 async def test_unreachable_redis_counts_errors_and_reports_down() -> None:
     recorder = Recorder()
     metrics = RedisMetrics("gateway", recorder)
-    client = instrumented_redis("redis://127.0.0.1:1/0", metrics)
+    client = instrumented_redis(RedisConfig(url="redis://127.0.0.1:1/0"), metrics)
     try:
         with pytest.raises(RedisConnectionError):
             await client.get("anything")

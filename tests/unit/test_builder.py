@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,7 @@ def test_yaml_and_python_build_the_same_application() -> None:
     from_yaml = _deployments(app_builder(entry.args))
     config = load_config().with_overrides({"redis": {"url": "redis://127.0.0.1:6379/0"}})
     assert from_yaml == _deployments(build_app(config))
-    assert set(from_yaml) == {"Gateway", "Planner", "Verifier", "BranchGenerator"}
+    assert set(from_yaml) == {"Gateway", "JobRunner", "Planner", "Verifier", "BranchGenerator"}
 
 
 def test_replicas_and_resources_come_from_config() -> None:
@@ -89,3 +90,55 @@ def test_the_generator_deployment_name_is_the_one_the_gateway_watches() -> None:
     from deployments.workers import GENERATOR_DEPLOYMENT, BranchGenerator
 
     assert _deployment(BranchGenerator).name == GENERATOR_DEPLOYMENT
+
+
+def test_serve_options_in_config_reach_the_deployment() -> None:
+    config = load_config().with_overrides(
+        {
+            "deployments": {
+                "gateway": {
+                    "num_replicas": "auto",
+                    "autoscaling_config": {"min_replicas": 2, "max_replicas": 5},
+                    "health_check_period_s": 7,
+                    "graceful_shutdown_timeout_s": 40,
+                    "ray_actor_options": {"memory": 2**30},
+                },
+                "generator": {"ray_actor_options": {"runtime_env": {"env_vars": {"EXTRA": "1"}}}},
+            }
+        }
+    )
+    app = build_app(config)
+    gateway = app._bound_deployment
+    deployment_config = gateway._deployment_config
+    assert deployment_config.health_check_period_s == 7
+    assert deployment_config.graceful_shutdown_timeout_s == 40
+    autoscaling = deployment_config.autoscaling_config
+    assert autoscaling is not None
+    assert (autoscaling.min_replicas, autoscaling.max_replicas) == (2, 5)
+    assert gateway.ray_actor_options["memory"] == 2**30
+    assert gateway.ray_actor_options["num_cpus"] == config.deployments.gateway.num_cpus
+    generator = _deployments(app)["BranchGenerator"]["ray_actor_options"]
+    # The engine's own environment joins the one passed through.
+    assert generator["runtime_env"]["env_vars"]["EXTRA"] == "1"
+    assert "VLLM_CPU_KVCACHE_SPACE" in generator["runtime_env"]["env_vars"]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (
+            {"health_check_perod_s": 5},
+            "deployments.verifier.health_check_perod_s is not a Serve deployment option "
+            "(did you mean health_check_period_s?)",
+        ),
+        ({"health_check_period_s": -1}, "deployments.verifier: Serve refused these options"),
+        (
+            {"autoscaling_config": {"min_replicas": 3, "max_replicas": 1}},
+            "deployments.verifier: Serve refused these options",
+        ),
+    ],
+)
+def test_bad_serve_options_are_refused_naming_the_deployment(options: dict[str, Any], message: str) -> None:
+    config = load_config().with_overrides({"deployments": {"verifier": options}})
+    with pytest.raises(ValueError, match=re.escape(message)):
+        build_app(config)

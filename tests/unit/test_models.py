@@ -115,7 +115,8 @@ def test_a_bad_chunk_stops_the_conversion_and_leaves_nothing_behind(
         chunks.append(Chunk(f"fake-model-part{number}", package.name, "data/part.bin", len(data), _sha(data)))
     (site / "fake_model_part2" / "data" / "part.bin").write_bytes(b"not the pinned bytes")
     monkeypatch.syspath_prepend(str(site))
-    model = NamedModel("fake", "Fake-Model", "MIT", tuple(chunks), 0, _sha(b"".join(CONTENTS[:2])), 1)
+    digest = _sha(b"".join(CONTENTS[:2]))
+    model = NamedModel("fake", "Fake-Model", "MIT", tuple(chunks), 0, digest, 1, "float32")
     cache = tmp_path / "cache"
     with pytest.raises(ModelPackageError, match="fake-model-part2 is corrupted"):
         ensure_model(model, cache_dir=cache)

@@ -1,20 +1,13 @@
 {{/*
-Checks JSON schema cannot express (values.schema.json does the rest). Each failure says what to
+Checks JSON schema cannot express (values.schema.json does the rest; the render-config init
+container checks the whole app config with the app's own model). Each failure says what to
 change. Called from configmap-config.yaml, which every install renders.
 */}}
 {{- define "rc.validate" -}}
-{{- range $name := list "gateway" "planner" "verifier" "generator" -}}
-{{- $a := (index $.Values $name).autoscaling -}}
-{{- if $a.enabled -}}
-{{- if gt ($a.minReplicas | int64) ($a.maxReplicas | int64) -}}
-{{- fail (printf "%s.autoscaling: minReplicas (%d) is greater than maxReplicas (%d)" $name ($a.minReplicas | int64) ($a.maxReplicas | int64)) -}}
-{{- end -}}
-{{- if not (kindIs "invalid" $a.initialReplicas) -}}
-{{- if or (lt ($a.initialReplicas | int64) ($a.minReplicas | int64)) (gt ($a.initialReplicas | int64) ($a.maxReplicas | int64)) -}}
-{{- fail (printf "%s.autoscaling: initialReplicas (%d) must lie between minReplicas (%d) and maxReplicas (%d)" $name ($a.initialReplicas | int64) ($a.minReplicas | int64) ($a.maxReplicas | int64)) -}}
-{{- end -}}
-{{- end -}}
-{{- end -}}
+{{- $config := include "rc.appConfig" . | fromJson -}}
+{{- /* Closed by default: the gateway listens on the pod network, so somebody must be named. */ -}}
+{{- if not (or .Values.auth.tenants .Values.auth.existingSecret .Values.auth.allowAnonymous) -}}
+{{- fail "auth: no tenants, so every caller on the network would be served anonymously. Add auth.tenants (name: {apiKeySha256: ...}; `reasoning-cluster auth hash-key` prints a new key and its hash) or auth.existingSecret, or set auth.allowAnonymous: true to serve without keys on purpose" -}}
 {{- end -}}
 {{- range $group := list "cpuWorkers" "gpuWorkers" -}}
 {{- $g := index $.Values $group -}}
@@ -27,55 +20,62 @@ change. Called from configmap-config.yaml, which every install renders.
 {{- end -}}
 {{- end -}}
 {{- end -}}
-{{- range $effort, $b := .Values.efforts -}}
+{{- range $effort, $b := $config.efforts -}}
 {{- if gt ($b.max_tokens_per_branch | int64) ($b.max_reasoning_tokens | int64) -}}
-{{- fail (printf "efforts.%s: max_tokens_per_branch (%d) exceeds max_reasoning_tokens (%d): not even one branch fits" $effort ($b.max_tokens_per_branch | int64) ($b.max_reasoning_tokens | int64)) -}}
+{{- fail (printf "config.efforts.%s: max_tokens_per_branch (%d) exceeds max_reasoning_tokens (%d): not even one branch fits" $effort ($b.max_tokens_per_branch | int64) ($b.max_reasoning_tokens | int64)) -}}
 {{- end -}}
 {{- if and (eq $b.strategy "single_chain") (ne ($b.max_branches | int64) 1) -}}
-{{- fail (printf "efforts.%s: strategy single_chain grows exactly one chain: set max_branches: 1" $effort) -}}
+{{- fail (printf "config.efforts.%s: strategy single_chain grows exactly one chain: set max_branches: 1" $effort) -}}
 {{- end -}}
 {{- end -}}
+{{- $generator := $config.deployments.generator -}}
+{{- $numGpus := float64 ($generator.num_gpus | default 0) -}}
+{{- $appScaled := $config.autoscaling.enabled | default false -}}
 {{- if .Values.gpuWorkers.enabled -}}
-{{- if ne .Values.models.generator.device "cuda" -}}
-{{- fail "gpuWorkers.enabled: set models.generator.device: cuda (with auto the builder, which runs on the CPU head, would not ask Ray for GPUs)" -}}
+{{- if ne $config.model.device "cuda" -}}
+{{- fail "gpuWorkers.enabled: set config.model.device: cuda (with auto the builder, which runs on the CPU head, would not ask Ray for GPUs)" -}}
 {{- end -}}
-{{- if lt (float64 .Values.generator.numGpus) 1.0 -}}
-{{- fail "gpuWorkers.enabled: set generator.numGpus to at least 1 (one vLLM engine per GPU)" -}}
+{{- if lt $numGpus 1.0 -}}
+{{- fail "gpuWorkers.enabled: set config.deployments.generator.num_gpus to at least 1 (one vLLM engine per GPU)" -}}
 {{- end -}}
 {{- /* Generator replicas beyond the GPU group's capacity could never be placed. */ -}}
-{{- $perPod := div (.Values.gpuWorkers.gpusPerPod | int64) (.Values.generator.numGpus | ceil | int64) -}}
+{{- $perPod := div (.Values.gpuWorkers.gpusPerPod | int64) ($numGpus | ceil | int64) -}}
 {{- $capacity := mul $perPod (.Values.gpuWorkers.maxReplicas | int64) -}}
-{{- $wanted := .Values.generator.replicas | int64 -}}
-{{- $source := "generator.replicas" -}}
-{{- if (.Values.appAutoscaling | default dict).enabled -}}
-{{- $wanted = ((.Values.appAutoscaling.generator | default dict).max_replicas | default 4) | int64 -}}
-{{- $source = "appAutoscaling.generator.max_replicas" -}}
-{{- else if .Values.generator.autoscaling.enabled -}}
-{{- $wanted = .Values.generator.autoscaling.maxReplicas | int64 -}}
-{{- $source = "generator.autoscaling.maxReplicas" -}}
+{{- $wanted := 0 -}}
+{{- $source := "" -}}
+{{- if $appScaled -}}
+{{- $wanted = $config.autoscaling.generator.max_replicas | int64 -}}
+{{- $source = "config.autoscaling.generator.max_replicas" -}}
+{{- else if hasKey $generator "autoscaling_config" -}}
+{{- $wanted = $generator.autoscaling_config.max_replicas | default 1 | int64 -}}
+{{- $source = "config.deployments.generator.autoscaling_config.max_replicas" -}}
+{{- else if ne (toString $generator.num_replicas) "auto" -}}
+{{- $wanted = $generator.num_replicas | int64 -}}
+{{- $source = "config.deployments.generator.num_replicas" -}}
 {{- end -}}
 {{- if gt $wanted $capacity -}}
 {{- fail (printf "%s (%d) exceeds what the GPU workers can hold: gpuWorkers.maxReplicas (%d) x %d generator(s) per pod = %d; raise gpuWorkers.maxReplicas or gpusPerPod, or lower %s" $source $wanted (.Values.gpuWorkers.maxReplicas | int64) $perPod $capacity $source) -}}
 {{- end -}}
 {{- else -}}
-{{- if gt (float64 .Values.generator.numGpus) 0.0 -}}
-{{- fail "generator.numGpus > 0 needs GPU workers: set gpuWorkers.enabled: true" -}}
+{{- if gt $numGpus 0.0 -}}
+{{- fail "config.deployments.generator.num_gpus > 0 needs GPU workers: set gpuWorkers.enabled: true" -}}
 {{- end -}}
-{{- if eq .Values.models.generator.device "cuda" -}}
-{{- fail "models.generator.device: cuda needs GPU workers: set gpuWorkers.enabled: true" -}}
+{{- if eq $config.model.device "cuda" -}}
+{{- fail "config.model.device: cuda needs GPU workers: set gpuWorkers.enabled: true" -}}
 {{- end -}}
 {{- if not .Values.cpuWorkers.enabled -}}
 {{- fail "cpuWorkers.enabled: false leaves no worker for the replicas (the head runs none): enable cpuWorkers or gpuWorkers" -}}
 {{- end -}}
 {{- end -}}
-{{- if (.Values.appAutoscaling | default dict).enabled -}}
+{{- if $appScaled -}}
 {{- range $name := list "generator" "verifier" "planner" -}}
-{{- if (index $.Values $name).autoscaling.enabled -}}
-{{- fail (printf "%s.autoscaling.enabled: the app's effort-budget autoscaling (appAutoscaling.enabled) already scales %s; set its bounds in appAutoscaling.%s and turn this off" $name $name $name) -}}
+{{- $d := index $config.deployments $name -}}
+{{- if or (hasKey $d "autoscaling_config") (eq (toString $d.num_replicas) "auto") -}}
+{{- fail (printf "config.deployments.%s: config.autoscaling.enabled lets the app's effort-budget policy scale the %s; set its bounds in config.autoscaling.%s and remove autoscaling_config / num_replicas: auto here" $name $name $name) -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}
-{{- if and .Values.redis.external.url .Values.redis.external.existingSecret -}}
-{{- fail "redis.external: set either url or existingSecret, not both" -}}
+{{- if and .Values.redis.external.passwordSecret.name (not .Values.redis.external.url) -}}
+{{- fail "redis.external.passwordSecret: set redis.external.url too (the password belongs to an external Redis)" -}}
 {{- end -}}
 {{- end -}}
