@@ -16,13 +16,14 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from cluster.client import LOCAL_URL, ProgressEvent, ReasoningAnswer, ReasoningClient
-from cluster.config import load_config
+from cluster.config import ClusterConfig, load_config
 from cluster.models import NAMED_MODELS, ensure_model, named_model, resolve_model_dir
 from cluster.search import strategy_names
 from cluster.tasks import task_names
 from cluster.types import Effort
 
 if TYPE_CHECKING:
+    from cluster import evaluation
     from cluster.evaluation import Record
 
 
@@ -64,7 +65,13 @@ def _parser() -> argparse.ArgumentParser:
         "and best-of-N at an equal token budget as the baseline; writes results.jsonl, table.md "
         "and plot.png to --out.",
     )
-    evaluate.add_argument("--dataset", choices=("gsm8k", "game24"), required=True)
+    evaluate.add_argument("--dataset", choices=("gsm8k", "game24", "humaneval"), required=True)
+    evaluate.add_argument(
+        "--split",
+        choices=("dev", "report"),
+        help="humaneval only: dev (the even-numbered tasks, to develop on) or report (the "
+        "odd-numbered ones, the default; never tune on them)",
+    )
     evaluate.add_argument("--efforts", default="low,medium,high", help="comma-separated efforts")
     evaluate.add_argument(
         "--strategies",
@@ -75,16 +82,32 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--limit",
         type=_positive,
-        help="a seeded sample of this many items (default: 50 for game24, all gsm8k)",
+        help="a seeded sample of this many items (default: 50 for game24, all of the others)",
     )
-    evaluate.add_argument("--seed", type=int, default=0, help="seed of the sample (default 0)")
+    evaluate.add_argument(
+        "--seed", type=int, default=0, help="seed of the sample and of the control (default 0)"
+    )
     evaluate.add_argument("--data", help="a file in the shipped file's format instead of the shipped copy")
     evaluate.add_argument("--url", default=LOCAL_URL)
     evaluate.add_argument("--api-key", default="local")
     evaluate.add_argument("--concurrency", type=_positive, default=1, help="requests in flight (default 1)")
     evaluate.add_argument("--no-baseline", action="store_true", help="skip best-of-N at equal token budgets")
     evaluate.add_argument(
-        "--out", help="directory for results.jsonl, table.md and plot.png (default: eval-results/DATASET)"
+        "--no-control", action="store_true", help="game24: skip the model-free control of each point"
+    )
+    evaluate.add_argument(
+        "--config",
+        help="the cluster's config YAML: the control's budgets, the sandbox's limits "
+        "(default: the shipped one)",
+    )
+    evaluate.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the results.jsonl in --out and run only the items it does not hold",
+    )
+    evaluate.add_argument(
+        "--out",
+        help="directory for results.jsonl, table.md and plot.png (default: eval-results/DATASET[-SPLIT])",
     )
     evaluate.set_defaults(run=_eval)
 
@@ -313,6 +336,7 @@ def _format_answer(answer: ReasoningAnswer) -> str:
 
 
 def _eval(args: argparse.Namespace) -> int:
+    from contextlib import ExitStack
     from pathlib import Path
 
     from cluster import evaluation
@@ -320,30 +344,81 @@ def _eval(args: argparse.Namespace) -> int:
     efforts, strategies = _names(args.efforts), _names(args.strategies)
     problems = [f"unknown effort {e!r}" for e in efforts if e not in evaluation.EFFORT_ORDER]
     problems += [f"unknown strategy {s!r}" for s in strategies if s not in strategy_names()]
+    if args.split is not None and args.dataset != "humaneval":
+        problems.append("--split applies to humaneval only")
     if problems or not efforts:
         print(f"error: {'; '.join(problems) or 'no efforts given'}", file=sys.stderr)
         return 2
+    which = args.split or evaluation.DEFAULT_SPLIT[args.dataset]
     limit = args.limit if args.limit is not None else evaluation.DEFAULT_LIMIT[args.dataset]
-    items = evaluation.sample(evaluation.load_items(args.dataset, args.data), limit, args.seed)
+    loaded = evaluation.split(evaluation.load_items(args.dataset, args.data), which)
+    items = evaluation.sample(loaded, limit, args.seed)
+    config = load_config(args.config)
+    out = Path(args.out or f"eval-results/{args.dataset}{f'-{which}' if which else ''}")
+    name = f"{args.dataset} ({which} split)" if which else args.dataset
     client = ReasoningClient(args.url, args.api_key)
     try:
-        records = evaluation.evaluate(
-            client,
-            args.dataset,
-            items,
-            efforts,
-            strategies,
-            baseline=not args.no_baseline,
-            concurrency=args.concurrency,
-            progress=_eval_progress(),
-        )
+        with ExitStack() as stack:
+            grader = stack.enter_context(evaluation.Grader(args.dataset, config.sandbox))
+            control = None
+            if args.dataset == "game24" and not args.no_control:
+                control = stack.enter_context(_model_free_control(client, config, args.seed))
+            outcome = evaluation.run_session(
+                client,
+                args.dataset,
+                items,
+                efforts,
+                strategies,
+                out=out,
+                title=f"{name}: accuracy vs reasoning tokens ({len(items)} items, seed {args.seed})",
+                resume=args.resume,
+                baseline=not args.no_baseline,
+                concurrency=args.concurrency,
+                grader=grader,
+                control=control,
+                progress=_eval_progress(),
+            )
+    except evaluation.ControlMismatch as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     finally:
         client.close()
-    out = Path(args.out or f"eval-results/{args.dataset}")
-    title = f"{args.dataset}: accuracy vs reasoning tokens ({len(items)} items, seed {args.seed})"
-    print(evaluation.write_report(out, title, records, evaluation.summarize(records)))
-    print(f"results.jsonl, table.md and plot.png in {out}/")
+    if outcome.table is not None:
+        print(outcome.table)
+        print(f"results.jsonl, table.md and plot.png in {out}/")
+    if outcome.interrupted:
+        print(
+            f"interrupted: {outcome.records} results kept in {out}/results.jsonl; the same command "
+            "with --resume runs the rest",
+            file=sys.stderr,
+        )
+        return 130
     return 0
+
+
+def _model_free_control(
+    client: ReasoningClient, config: ClusterConfig, seed: int
+) -> evaluation.ModelFreeControl:
+    """The control on the model the cluster serves: its tokenizer prices the random steps."""
+    import httpx
+
+    from cluster.engine.tokenizer import load_tokenizer
+    from cluster.evaluation import ControlMismatch, ModelFreeControl
+
+    try:
+        served = client.served_model()
+    except httpx.HTTPError as exc:
+        raise ControlMismatch(
+            f"cannot ask the cluster which model it serves ({exc}); is it running?"
+        ) from exc
+    if served != config.model.name:
+        if served not in NAMED_MODELS:
+            raise ControlMismatch(
+                f"the cluster serves {served!r}, which is not a named model: pass the cluster's "
+                "config with --config, so that the control counts tokens with its tokenizer"
+            )
+        config = config.with_overrides({"model": {"name": served, "path": None}})
+    return ModelFreeControl(config, load_tokenizer(config.model), seed)
 
 
 def _names(text: str) -> list[str]:
@@ -358,21 +433,21 @@ def _positive(text: str) -> int:
 
 
 def _eval_progress() -> Callable[[Record], None]:
-    """One stderr line per graded request; requests finish on worker threads."""
+    """One stderr line per graded request."""
     done = 0
-    lock = threading.Lock()
 
     def report(record: Record) -> None:
         nonlocal done
+        done += 1
         outcome = "error" if record.error else "right" if record.correct else "wrong"
-        with lock:
-            done += 1
-            print(
-                f"[{done}] {record.effort} {record.strategy}{' baseline' if record.baseline else ''} "
-                f"#{record.index}: {outcome}, {record.reasoning_tokens} tokens, {record.latency_s:.1f} s",
-                file=sys.stderr,
-                flush=True,
-            )
+        kinds = (("baseline", record.baseline), ("control", record.control))
+        tags = "".join(f" {tag}" for tag, on in kinds if on)
+        print(
+            f"[{done}] {record.effort} {record.strategy}{tags} #{record.index}: {outcome}, "
+            f"{record.reasoning_tokens} tokens, {record.proposals} proposals, {record.latency_s:.1f} s",
+            file=sys.stderr,
+            flush=True,
+        )
 
     return report
 

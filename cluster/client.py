@@ -69,6 +69,12 @@ class ReasoningAnswer:
     cached_tokens: int
     branches: int
     elapsed_s: float
+    # `reasoning.status`: complete, or incomplete when a deadline, the budget or an engine
+    # failure stopped the search early (`incomplete_reason`) and this is its best answer.
+    status: str = "complete"
+    incomplete_reason: str | None = None
+    # A program verified the answer (not a model's opinion).
+    verified: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,7 +312,14 @@ class ReasoningClient:
             cached_tokens=_detail(usage.prompt_tokens_details, "cached_tokens"),
             branches=reasoning["branches"],
             elapsed_s=time.monotonic() - started,
+            status=reasoning["status"],
+            incomplete_reason=reasoning["incomplete_reason"],
+            verified=reasoning["verified"],
         )
+
+    def served_model(self) -> str:
+        """The name of the model the cluster serves (`root` of GET /v1/models)."""
+        return str(self._get("/v1/models")["data"][0]["root"])
 
     def tree(self, tree_id: str) -> dict[str, Any]:
         return self._get(f"/v1/trees/{tree_id}")

@@ -30,9 +30,9 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from cluster.api import ApiError
 from cluster.config import RedisConfig
-from cluster.evaluation import grade_answer
 from cluster.search.observer import SearchObserver
 from cluster.store.connection import redis_client
+from cluster.tasks import get_task
 from cluster.types import Effort, GenerationResult, Problem, SolveRequest, SolveResult, VerifyResult
 
 # Ray's exporter adds this to every name.
@@ -393,7 +393,7 @@ class GatewayMetrics:
             "effort": effort,
             "status": result.status,
             "verified": "true" if result.verified else "false",
-            "correct": _flag(grade_answer(tracker.problem, result.answer) if tracker.problem else None),
+            "correct": _flag(_graded(tracker.problem, result.answer)),
         }
         m.inc("rc_answers_total", 1, **quality)
         m.inc("rc_answer_reasoning_tokens_total", result.usage.completion_tokens, **quality)
@@ -524,6 +524,11 @@ class RedisMetrics:
             up = False
         self.metrics.set("rc_redis_up", 1.0 if up else 0.0, deployment=self.deployment)
         return up
+
+
+def _graded(problem: Problem | None, answer: str) -> bool | None:
+    """Whether the answer is right, where the problem carries a label to grade it by."""
+    return None if problem is None else get_task(problem.task).grade(answer, problem)
 
 
 def _flag(value: bool | None) -> str:

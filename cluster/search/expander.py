@@ -182,7 +182,8 @@ class Expander:
         try:
             while working:
                 finished, _ = await asyncio.wait(working, return_when=asyncio.FIRST_COMPLETED)
-                for task in finished:
+                # In the order the moves were sampled: a seeded search writes the same tree.
+                for task in [task for task in working if task in finished]:
                     same, rest = samples[working.pop(task)], task.result()
                     step = same[0] if rest is None else _joined(same[0], rest)
                     draft = self._step_draft(steps, final, step, moves, known, _tokens_of(same[1:]))

@@ -65,6 +65,11 @@ class Task:
         """Grading against the problem's reference (evaluation only)."""
         return problem.reference is not None and answers_equivalent(answer, problem.reference)
 
+    def grade(self, answer: str, problem: Problem) -> bool | None:
+        """Whether `answer` is right by the problem's own label; None when it carries none (a
+        Game of 24 puzzle labels itself, other families need a reference answer)."""
+        return self.is_correct(answer, problem) if self.labelled(problem) else None
+
 
 _TASKS: dict[str, Task] = {}
 T = TypeVar("T", bound=type[Task])

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from itertools import permutations
+from typing import NamedTuple
 
 from cluster.config import TaskSettings
 from cluster.tasks.base import InvalidProblem, Task, register_task
@@ -341,6 +342,62 @@ def step_error(step: Game24Step, after: Sequence[Number]) -> str | None:
     return None
 
 
+# --- the legal steps, as data: the step grammar offers them, the model-free control of the
+# evaluation (cluster/evaluation/control.py) draws from them; neither knows which is right.
+
+
+class Operation(NamedTuple):
+    """One step the rules allow: two numbers left, as steps write them, and an operator."""
+
+    a: str
+    op: str
+    b: str
+
+    def value(self) -> Fraction:
+        """The step's true result (a legal step never divides by zero)."""
+        value: Fraction = _OPERATIONS[self.op](Fraction(self.a), Fraction(self.b))
+        return value
+
+
+def legal_operations(
+    pool: Sequence[Fraction], tried: Iterable[tuple[Fraction, str, Fraction]] = ()
+) -> list[Operation]:
+    """Every step on the numbers left that the rules allow and that is not in `tried` (nor the
+    mirror image of one, for + and *), each once, in a fixed order.
+
+    Any two of the numbers left (a number used twice must be there twice), in either order,
+    with + - * or /; dividing by zero is no step.
+    """
+    seen = set(tried)
+    seen |= {(b, op, a) for a, op, b in seen if op in "+*"}
+    return sorted(
+        {
+            Operation(number_text(pool[i]), op, number_text(pool[j]))
+            for i, j in permutations(range(len(pool)), 2)
+            for op in "+-*/"
+            if (pool[i], op, pool[j]) not in seen and not (op == "/" and pool[j] == 0)
+        }
+    )
+
+
+def claimed_result(pool: Sequence[Fraction]) -> str | None:
+    """The result the rules fix for the next step: the step that uses the last two numbers
+    claims the target (the verifiers decide whether the claim holds). None: the step states
+    the result it computes."""
+    return str(TARGET) if len(pool) == 2 else None
+
+
+def replay(numbers: Sequence[int], steps: Sequence[str]) -> list[Number]:
+    """The numbers left after `steps` (lines that are no step are passed over), each with the
+    expression that built it."""
+    pool = starting_pool(numbers)
+    for line in steps:
+        step = parse_game24_step(line)
+        if step is not None:
+            pool = combine(pool, step)
+    return pool
+
+
 class Game24Steps(StepFormat):
     """One line per step: the model writes "a op b = c" with a and b drawn from the numbers
     left (the grammar admits nothing else); the numbers left are appended as the game's
@@ -353,25 +410,14 @@ class Game24Steps(StepFormat):
         # mirror image, for + and *) is not offered again. The model still chooses. Only
         # steps this format wrote count (they list the numbers left), not free-text chains.
         proposed = [step for text in tried if (step := parse_game24_step(text)) and step.left is not None]
-        seen = {(step.a, step.op, step.b) for step in proposed}
-        seen |= {(b, op, a) for a, op, b in seen if op in "+*"}
-        operations = sorted(
-            {
-                (number_text(pool[i]), op, number_text(pool[j]))
-                for i, j in permutations(range(len(pool)), 2)
-                for op in "+-*/"
-                if (pool[i], op, pool[j]) not in seen
-            }
-        )
+        operations = legal_operations(pool, [(step.a, step.op, step.b) for step in proposed])
         if not operations:
             return None
-        # The game's rule, not its solution: the step that uses the last two numbers claims
-        # the target; the verifiers decide whether the claim holds.
-        last = len(pool) == 2
-        result = str(TARGET) if last else _NUMBER
+        claimed = claimed_result(pool)
+        result = _NUMBER if claimed is None else claimed
         alternatives = "|".join(" ".join(re.escape(part) for part in operation) for operation in operations)
         # Every token is at least one character, and the end-of-sequence token is one more.
-        result_chars = len(result) if last else _NUMBER_CHARS
+        result_chars = _NUMBER_CHARS if claimed is None else len(claimed)
         move_tokens = max(len(" ".join(operation)) for operation in operations) + 1
         working_out = StepChoice(
             regex=f"({alternatives})",
@@ -402,13 +448,7 @@ class Game24Steps(StepFormat):
         return Step(rendered, _outer(left[0].expression), terminal=True)
 
     def _replay(self, steps: Sequence[str]) -> list[Number]:
-        """The numbers left after `steps`, each with the expression that built it."""
-        pool = starting_pool(self.problem.numbers or ())
-        for line in steps:
-            step = parse_game24_step(line)
-            if step is not None:
-                pool = combine(pool, step)
-        return pool
+        return replay(self.problem.numbers or (), steps)
 
 
 def _outer(expression: str) -> str:

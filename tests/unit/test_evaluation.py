@@ -3,29 +3,37 @@ aggregation per (effort, strategy), the table and the plot."""
 
 from __future__ import annotations
 
+import _thread
 import json
 import threading
 import time
+from dataclasses import asdict, replace
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import pytest
 
 from cluster.cli import main
 from cluster.client import ReasoningAnswer, ReasoningClient
 from cluster.evaluation import (
+    DEFAULT_SPLIT,
     Item,
     Point,
     Record,
+    ResultsLog,
+    SessionOutcome,
     Summary,
     baseline_budget,
     baseline_points,
+    control_table,
     evaluate,
     grade,
     load_items,
     markdown_table,
     run,
+    run_session,
     sample,
+    split,
     summarize,
     write_report,
 )
@@ -38,14 +46,20 @@ TOKENS = {"single_chain": 101, "self_consistency": 400, "best_of_n": 900, "beam_
 
 class FakeCluster:
     """Answers like the cluster: the effort's own strategy unless one is named, tokens per
-    strategy within the cap. Only beam_search solves puzzles; "1 1 4 6" fails at medium.
-    Counts the requests in flight."""
+    strategy within the cap. Only beam_search answers puzzles right (a program verifies
+    them); best_of_n grows a right answer among its chains but returns a wrong one;
+    self_consistency stops at its deadline; "1 1 4 6" fails at medium. Counts the requests
+    in flight; serves the trees of its answers."""
 
     def __init__(self, delay_s: float = 0.0) -> None:
         self.requests: list[tuple[str, str | None, int | None]] = []
         self.delay_s = delay_s
         self.in_flight = self.max_in_flight = 0
+        self.trees: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
+
+    def tree(self, tree_id: str) -> dict[str, Any]:
+        return self.trees[tree_id]
 
     def ask(
         self,
@@ -68,9 +82,30 @@ class FakeCluster:
             raise TimeoutError("deadline")
         used = strategy or OWN_STRATEGY[effort]
         tokens = min(TOKENS[used], max_completion_tokens or TOKENS[used])
-        answer = f"{question.replace(' ', ' * ')} = 24" if used == "beam_search" else "1 + 1 + 4"
+        right = f"{question.replace(' ', ' * ')} = 24"
+        answer = right if used == "beam_search" else "1 + 1 + 4"
+        candidates = [answer, right] if used == "best_of_n" else [answer]
+        with self._lock:
+            tree_id = f"tree-{len(self.trees)}"
+            # The root, an unfinished step, and the answered nodes.
+            nodes = [{"answer": None}, {"answer": None}] + [{"answer": a} for a in candidates]
+            self.trees[tree_id] = {"nodes": nodes}
+        status = "incomplete" if used == "self_consistency" else "complete"
         return ReasoningAnswer(
-            answer, "", f"tree-{len(self.requests)}", effort, used, 0, tokens, tokens, 0, 1, 2.0
+            answer,
+            "",
+            tree_id,
+            effort,
+            used,
+            0,
+            tokens,
+            tokens,
+            0,
+            len(nodes) - 1,
+            2.0,
+            status=status,
+            incomplete_reason="deadline" if status == "incomplete" else None,
+            verified=used == "beam_search",
         )
 
 
@@ -244,3 +279,155 @@ def test_report_files(tmp_path: Path) -> None:
 def test_cli_refuses_unknown_efforts_and_strategies(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["eval", "--dataset", "game24", "--efforts", "low,huge", "--strategies", "magic"]) == 2
     assert "unknown effort 'huge'; unknown strategy 'magic'" in capsys.readouterr().err
+
+
+def test_pass_at_k_selection_verified_and_incomplete_shares_per_point() -> None:
+    fake = FakeCluster()
+    records = evaluate(
+        _client(fake), "game24", PUZZLES, ["low", "medium"], ["beam_search", "best_of_n"], baseline=False
+    )
+    rows = {(s.effort, s.strategy): s for s in summarize(records)}
+    # best_of_n grew the right answer among two but returned the wrong one.
+    sampled = rows["low", "best_of_n"]
+    assert (sampled.accuracy, sampled.pass_at_k, sampled.selection) == (0.0, 1.0, 0.0)
+    assert (sampled.mean_candidates, sampled.mean_proposals) == (2.0, 3.0)
+    beam = rows["low", "beam_search"]
+    assert (beam.accuracy, beam.pass_at_k, beam.selection, beam.verified_share) == (1.0, 1.0, 1.0, 1.0)
+    chain = rows["low", "single_chain"]
+    assert (chain.pass_at_k, chain.selection, chain.verified_share) == (0.0, None, 0.0)
+    # At medium one request failed (no tree: no right candidate) and one stopped at its deadline.
+    voted = rows["medium", "self_consistency"]
+    assert (voted.errors, voted.incomplete_share, voted.pass_at_k) == (1, 0.5, 0.0)
+    table = markdown_table(summarize(records))
+    assert (
+        "| low | best_of_n | effort | 2 | 0% | 900 | 2.0 s | 2.0 s | 0 | 100% | 2.0 | 0% | 0% | 0% | 3.0 |"
+        in table
+    )
+    assert (
+        "| low | beam_search | effort | 2 | 100% | 300 | 2.0 s | 2.0 s | 0 | 100% | 1.0 | 100% | 100% |"
+        in table
+    )
+    row = next(r for r in records if r.strategy == "best_of_n")
+    assert (row.status, row.verified, row.candidates, row.correct_candidate, row.proposals) == (
+        "complete",
+        False,
+        2,
+        True,
+        3,
+    )
+
+
+def test_an_unreadable_tree_leaves_pass_at_k_unknown() -> None:
+    class Forgetful(FakeCluster):
+        def tree(self, tree_id: str) -> dict[str, Any]:
+            raise KeyError(tree_id)
+
+    records = evaluate(_client(Forgetful()), "game24", PUZZLES, ["low"], baseline=False)
+    assert {(r.candidates, r.correct_candidate) for r in records} == {(None, None)}
+    (row,) = summarize(records)
+    assert (row.pass_at_k, row.selection, row.accuracy) == (None, None, 0.0)
+    assert "| - | 0.0 | - |" in markdown_table([row])
+
+
+def test_control_rows_follow_their_points_and_are_compared_with_them() -> None:
+    guided = Record(1, "medium", "beam_search", False, None, "t1", True, "x", 900, 60.0, proposals=90)
+    missed = replace(guided, index=2, correct=False)
+    control = replace(guided, control=True, tree_id="c1", latency_s=0.5, proposals=95)
+    failed = replace(control, index=2, correct=False)
+    low = Record(1, "low", "single_chain", False, None, "t2", False, "y", 50, 1.0, own_strategy=True)
+    summaries = summarize([control, failed, guided, missed, low, replace(low, control=True)])
+    assert [(s.effort, s.control) for s in summaries] == [
+        ("low", False),
+        ("low", True),
+        ("medium", False),
+        ("medium", True),
+    ]
+    assert markdown_table(summaries).count("(control)") == 2
+    table = control_table(summaries)
+    assert table is not None
+    assert "| medium | beam_search | effort | 2 | 50% | 50% | 1.0x | 90.0 | 95.0 |" in table
+    assert "| low | single_chain | effort | 1 | 0% | 0% | - |" in table
+    assert control_table([s for s in summaries if not s.control]) is None
+
+
+def test_humaneval_loads_from_the_package_with_hidden_tests_and_splits_by_parity() -> None:
+    items = load_items("humaneval")
+    assert [item.index for item in items] == list(range(164))
+    first = items[0]
+    assert first.question.startswith("from typing import List") and ">>> has_close_elements" in first.question
+    assert first.hidden is not None and first.hidden.entry_point == "has_close_elements"
+    assert "def check(candidate)" in first.hidden.test and first.hidden.test not in first.question
+    report, dev = split(items, "report"), split(items, "dev")
+    assert len(report) == len(dev) == 82
+    assert all(i.index % 2 == 1 for i in report) and all(i.index % 2 == 0 for i in dev)
+    assert DEFAULT_SPLIT["humaneval"] == "report" and split(items, None) == items
+
+
+def test_humaneval_data_flag_reads_the_same_format(tmp_path: Path) -> None:
+    path = tmp_path / "mine.jsonl"
+    row = {"task_id": "HumanEval/7", "prompt": "def f():\n", "canonical_solution": "    return 1\n"}
+    path.write_text(json.dumps(row | {"test": "def check(c):\n    assert c() == 1\n", "entry_point": "f"}))
+    (item,) = load_items("humaneval", path)
+    assert (item.index, item.question, item.hidden and item.hidden.entry_point) == (7, "def f():\n", "f")
+    path.write_text(json.dumps(row | {"task_id": "Mine/7", "test": "", "entry_point": "f"}))
+    with pytest.raises(ValueError, match="HumanEval/7"):
+        load_items("humaneval", path)
+
+
+class InterruptingCluster(FakeCluster):
+    """Presses Ctrl-C (a KeyboardInterrupt in the main thread) once it has answered `after`."""
+
+    def __init__(self, after: int) -> None:
+        super().__init__()
+        self.after = after
+
+    def ask(self, question: str, effort: str = "medium", **kwargs: Any) -> ReasoningAnswer:
+        answer = super().ask(question, effort, **kwargs)
+        if len(self.requests) == self.after:
+            _thread.interrupt_main()
+        return answer
+
+
+def test_an_interrupted_run_keeps_its_results_and_resume_asks_only_the_rest(tmp_path: Path) -> None:
+    items = [Item(i, "1 2 3 4", "24") for i in range(5)]
+    # Own strategies at low and high, and best-of-N at low's budget: 15 requests in all.
+    total = 15
+
+    def session(client: FakeCluster, resume: bool) -> SessionOutcome:
+        return run_session(
+            _client(client), "game24", items, ["low", "high"], out=tmp_path, title="t", resume=resume
+        )
+
+    first = session(InterruptingCluster(after=4), resume=False)
+    assert first.interrupted and 0 < first.records < total
+    # The report is written from what the interrupted run measured.
+    assert (tmp_path / "plot.png").exists() and first.table == (tmp_path / "table.md").read_text().strip()
+    kept = (tmp_path / "results.jsonl").read_text().splitlines()
+    assert len(kept) == first.records
+
+    again = FakeCluster()
+    second = session(again, resume=True)
+    assert not second.interrupted and second.records == total
+    rows = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    jobs = [(r["effort"], r["strategy"], r["baseline"], r["max_tokens"], r["index"]) for r in rows]
+    assert len(jobs) == len(set(jobs)) == total
+    assert rows[: len(kept)] == [json.loads(line) for line in kept]
+    assert len(again.requests) == total - first.records
+
+    # Without --resume a run starts afresh.
+    assert session(FakeCluster(), resume=False).records == total
+
+
+def test_a_line_cut_short_by_a_killed_run_is_dropped_on_resume(tmp_path: Path) -> None:
+    path = tmp_path / "results.jsonl"
+    record = Record(0, "low", "single_chain", False, None, "t", True, "24", 10, 1.0, own_strategy=True)
+    path.write_text(json.dumps(asdict(record)) + "\n" + '{"index": 1, "eff')
+    log = ResultsLog(path, resume=True)
+    assert log.records == [record]
+    log.append(replace(record, index=1))
+    assert [json.loads(line)["index"] for line in path.read_text().splitlines()] == [0, 1]
+
+
+def test_cli_refuses_a_split_outside_humaneval(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["eval", "--dataset", "game24", "--split", "dev"]) == 2
+    assert "--split applies to humaneval only" in capsys.readouterr().err

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import re
+from fractions import Fraction
 
 from cluster.config import TaskSettings
 from cluster.tasks import get_task, pose
-from cluster.tasks.game24 import Game24Steps
+from cluster.tasks.game24 import Game24Steps, Operation, claimed_result, legal_operations
 from cluster.types import ChatMessage, Completion
 
 PUZZLE = pose((ChatMessage("user", "4 9 10 13"),), "game24")
@@ -75,3 +76,25 @@ def test_a_step_is_asked_for_at_the_task_step_temperature() -> None:
     effort_default = get_task("game24").step_format(PUZZLE, TaskSettings()).request([], final=False)
     assert greedy is not None and greedy.temperature == 0.0
     assert effort_default is not None and effort_default.temperature is None
+
+
+def test_the_grammar_offers_exactly_the_legal_operations_and_never_a_division_by_zero() -> None:
+    # After 13 - 13 = 0 a zero is among the numbers left: nothing may be divided by it.
+    zero = pose((ChatMessage("user", "4 9 13 13"),), "game24")
+    format_ = get_task("game24").step_format(zero, TaskSettings())
+    path = ["13 - 13 = 0 (left: 4 9 0)"]
+    tried = ["4 + 9 = 13 (left: 0 13)"]
+    shape = format_.request(path, final=False, tried=tried)
+    assert shape is not None and shape.regex is not None
+    pool = [Fraction(n) for n in (4, 9, 0)]
+    legal = legal_operations(pool, [(Fraction(4), "+", Fraction(9))])
+    assert Operation("4", "/", "0") not in legal and Operation("0", "/", "4") in legal
+    # The tried step and its mirror image are left out, as the grammar leaves them out.
+    assert Operation("4", "+", "9") not in legal and Operation("9", "+", "4") not in legal
+    offered = {
+        operation
+        for operation in legal_operations(pool)
+        if re.fullmatch(shape.regex, f"{' '.join(operation)} = {operation.value()}")
+    }
+    assert offered == set(legal)
+    assert claimed_result(pool) is None and claimed_result(pool[:2]) == "24"
