@@ -12,7 +12,7 @@ import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, ClassVar, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -66,6 +66,9 @@ class ApiError(Exception):
 
 class MessageIn(BaseModel):
     model_config = ConfigDict(extra="ignore")
+    # The content part types that carry text, and how an error names them.
+    text_part_types: ClassVar[frozenset[str]] = frozenset({"text"})
+    text_parts_named: ClassVar[str] = "text content parts"
 
     role: Literal["system", "developer", "user", "assistant"]
     content: str | list[dict[str, Any]]
@@ -75,8 +78,8 @@ class MessageIn(BaseModel):
             return self.content
         parts = []
         for part in self.content:
-            if part.get("type") != "text" or not isinstance(part.get("text"), str):
-                raise ValueError("only text content parts are supported")
+            if part.get("type") not in self.text_part_types or not isinstance(part.get("text"), str):
+                raise ValueError(f"only {self.text_parts_named} are supported")
             parts.append(part["text"])
         return "".join(parts)
 

@@ -304,13 +304,8 @@ class GrpcTransport:
         self, request: ReasoningRequest, request_id: str, background: bool, timeout_s: float | None
     ) -> AsyncIterator[ReasoningEvent]:
         message = _grpc_request(request, request_id, background)
-        call = self._stub().ReasonStream(message, **self._call(timeout_s))
-        try:
-            with _grpc_errors():
-                async for event in call:
-                    yield _grpc_event(event)
-        finally:
-            call.cancel()
+        async for event in _grpc_events(self._stub().ReasonStream(message, **self._call(timeout_s))):
+            yield event
 
     async def retrieve(self, response_id: str, timeout_s: float | None) -> ReasoningResult:
         with _grpc_errors():
@@ -321,12 +316,8 @@ class GrpcTransport:
 
     async def follow(self, response_id: str, timeout_s: float | None) -> AsyncIterator[ReasoningEvent]:
         call = self._stub().FollowResponse(pb.ResponseRequest(id=response_id), **self._call(timeout_s))
-        try:
-            with _grpc_errors():
-                async for event in call:
-                    yield _grpc_event(event)
-        finally:
-            call.cancel()
+        async for event in _grpc_events(call):
+            yield event
 
     async def cancel(self, response_id: str, timeout_s: float | None) -> ReasoningResult:
         with _grpc_errors():
@@ -390,6 +381,16 @@ def _grpc_result(response: pb.ReasonResponse) -> ReasoningResult:
         incomplete_reason=response.incomplete_reason or None,
         error=response.error.message if response.HasField("error") else None,
     )
+
+
+async def _grpc_events(call: Any) -> AsyncIterator[ReasoningEvent]:
+    """A server stream's events; the call is cancelled when the reader stops early."""
+    try:
+        with _grpc_errors():
+            async for event in call:
+                yield _grpc_event(event)
+    finally:
+        call.cancel()
 
 
 def _grpc_event(event: pb.ReasonEvent) -> ReasoningEvent:

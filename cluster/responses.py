@@ -15,7 +15,7 @@ import json
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_args
+from typing import Any, ClassVar, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -23,6 +23,7 @@ from cluster.api import (
     MIN_COMPLETION_TOKENS,
     ApiError,
     BudgetView,
+    MessageIn,
     ProblemFields,
     effort_field,
     json_object,
@@ -51,27 +52,16 @@ MAX_METADATA_VALUE = 512
 # A step of the winning path in a detailed summary is cut to this many characters.
 DETAILED_STEP_CHARS = 400
 RESPONSE_ID_PREFIX = "resp_"
-_TEXT_PART_TYPES = frozenset({"input_text", "output_text", "text"})
 
 
-class InputMessage(BaseModel):
+class InputMessage(MessageIn):
     """One item of `input` as a list: an easy input message (`type` defaults to "message")."""
 
     model_config = ConfigDict(extra="ignore", strict=True)
+    text_part_types: ClassVar[frozenset[str]] = frozenset({"input_text", "output_text", "text"})
+    text_parts_named: ClassVar[str] = "text content parts (input_text)"
 
     type: Literal["message"] = "message"
-    role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[dict[str, Any]]
-
-    def text(self) -> str:
-        if isinstance(self.content, str):
-            return self.content
-        parts = []
-        for part in self.content:
-            if part.get("type") not in _TEXT_PART_TYPES or not isinstance(part.get("text"), str):
-                raise ValueError("only text content parts (input_text) are supported")
-            parts.append(part["text"])
-        return "".join(parts)
 
 
 class ReasoningOptions(BaseModel):

@@ -95,7 +95,10 @@ class GeneratorWatch:
     not there. The controller is asked at most every `ttl_s`.
     """
 
-    def __init__(self, deployment: str, ttl_s: float = 1.0) -> None:
+    def __init__(self, app: str, deployment: str, ttl_s: float = 1.0) -> None:
+        # The generators' application: a gateway may run in another one (the same workers
+        # behind a second gateway with other settings).
+        self._app = app
         self._deployment = deployment
         self._ttl_s = ttl_s
         self._checked = -float("inf")
@@ -109,11 +112,15 @@ class GeneratorWatch:
             raise _unavailable("no engine is running right now (one is starting); retry shortly")
 
     def _any_running(self) -> bool:
-        return running_replicas(serve.get_replica_context().app_name, self._deployment) > 0
+        return running_replicas(self._app, self._deployment) > 0
 
 
 def running_replicas(app: str, deployment: str) -> int:
-    """How many replicas of a deployment Serve's controller reports RUNNING."""
-    status = serve.status().applications[app].deployments[deployment]
+    """How many replicas of a deployment Serve's controller reports RUNNING (none while the
+    application or the deployment is not deployed)."""
+    application = serve.status().applications.get(app)
+    status = application.deployments.get(deployment) if application else None
+    if status is None:
+        return 0
     states = {str(getattr(state, "value", state)): count for state, count in status.replica_states.items()}
     return states.get("RUNNING", 0)

@@ -65,7 +65,6 @@ from deployments.recovery import REDIS_DOWN, Recovery
 from deployments.responses import router as responses_router
 from deployments.rpc import ReasoningRpc
 from deployments.solving import DEADLINE_GRACE_S, solve_on_planner
-from deployments.workers import GENERATOR_DEPLOYMENT
 from monitoring.metrics import GatewayMetrics, RedisMetrics, RequestTracker, instrumented_redis
 
 logger = logging.getLogger(__name__)
@@ -244,7 +243,7 @@ class Gateway(ReasoningRpc):
         self._limiter = RateLimiter(self._redis, config.admission.rate_limits, config.redis.key_prefix)
         tokenizer = load_tokenizer(config.model)
         self._prompts = PromptBuilder(tokenizer)
-        self._generators = GeneratorWatch(GENERATOR_DEPLOYMENT)
+        self._generators = GeneratorWatch(generator.app_name, generator.deployment_name)
         self._prompt_guard = PromptGuard(tokenizer, config.model.max_model_len)
         # Rendering and tokenising a long prompt takes long enough (seconds) to stall every
         # other request on the event loop: it runs here instead, one at a time (the tokenizer

@@ -17,7 +17,9 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import itertools
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from typing import Any, NoReturn
 
 from pydantic import ValidationError
@@ -33,6 +35,8 @@ from cluster.store.jobs import JobRecord
 from deployments.jobs import fail_if_orphaned
 from deployments.responses import ResponsesApi
 
+logger = logging.getLogger(__name__)
+
 # A stream waits this long for new tree events before it looks at the job record again.
 EVENT_POLL_MS = 250
 
@@ -44,45 +48,37 @@ class ReasoningRpc(ResponsesApi):
 
     # Methods carry the RPCs' names: the proxy calls the method named like the RPC.
     async def Reason(self, request: pb.ReasonRequest, grpc_context: RayServegRPCContext) -> pb.ReasonResponse:
-        try:
+        with _errors_as_status(grpc_context):
             record = await self._open_rpc_job(request, grpc_context)
             if request.background:
                 return response_message(record.response)
             return response_message(await self._finished(record))
-        except ApiError as exc:
-            _abort(grpc_context, exc)
 
     async def ReasonStream(
         self, request: pb.ReasonRequest, grpc_context: RayServegRPCContext
     ) -> AsyncIterator[pb.ReasonEvent]:
-        try:
+        with _errors_as_status(grpc_context):
             record = await self._open_rpc_job(request, grpc_context)
-        except ApiError as exc:
-            _abort(grpc_context, exc)
         async for event in self._follow(record, grpc_context, cancel_on_exit=not request.background):
             yield event
 
     async def GetResponse(
         self, request: pb.ResponseRequest, grpc_context: RayServegRPCContext
     ) -> pb.ReasonResponse:
-        try:
+        with _errors_as_status(grpc_context):
             record = await self._owned_job(request.id, self._rpc_caller(grpc_context))
             return response_message(record.response)
-        except ApiError as exc:
-            _abort(grpc_context, exc)
 
     async def FollowResponse(
         self, request: pb.ResponseRequest, grpc_context: RayServegRPCContext
     ) -> AsyncIterator[pb.ReasonEvent]:
-        try:
+        with _errors_as_status(grpc_context):
             record = await self._owned_job(request.id, self._rpc_caller(grpc_context))
-        except ApiError as exc:
-            _abort(grpc_context, exc)
         async for event in self._follow(record, grpc_context, cancel_on_exit=False):
             yield event
 
     async def GetTree(self, request: pb.GetTreeRequest, grpc_context: RayServegRPCContext) -> pb.Tree:
-        try:
+        with _errors_as_status(grpc_context):
             caller = self._rpc_caller(grpc_context)
             tree = await self._store.get_tree(request.tree_id) if request.tree_id else None
             if tree is None or not caller.may_read(tree.meta.owner):
@@ -90,15 +86,11 @@ class ReasoningRpc(ResponsesApi):
                     404, f"no tree {request.tree_id!r} (it may have expired)", type="not_found_error"
                 )
             return tree_message(tree)
-        except ApiError as exc:
-            _abort(grpc_context, exc)
 
     async def Cancel(self, request: pb.CancelRequest, grpc_context: RayServegRPCContext) -> pb.ReasonResponse:
-        try:
+        with _errors_as_status(grpc_context):
             record = await self._owned_job(request.id, self._rpc_caller(grpc_context))
             return response_message(await self._cancel_job(record))
-        except ApiError as exc:
-            _abort(grpc_context, exc)
 
     # ---- helpers ------------------------------------------------------------------------
 
@@ -167,6 +159,21 @@ class RpcAborted(Exception):
     A plain exception: Serve pickles it to the proxy, which answers with the context's code
     and details (an ApiError would not unpickle: its constructor takes more than the message).
     """
+
+
+@contextmanager
+def _errors_as_status(grpc_context: RayServegRPCContext) -> Iterator[None]:
+    """Errors end the call with a status code and the HTTP API's message; an unexpected one
+    with INTERNAL and no detail of the inside (logged with its traceback for operators)."""
+    try:
+        yield
+    except ApiError as exc:
+        _abort(grpc_context, exc)
+    except (RpcAborted, asyncio.CancelledError):
+        raise
+    except Exception as exc:
+        logger.error("unhandled %s in a gRPC call", type(exc).__name__, exc_info=exc)
+        _abort(grpc_context, ApiError(500, "internal error", type="server_error"))
 
 
 def _abort(grpc_context: RayServegRPCContext, exc: ApiError) -> NoReturn:

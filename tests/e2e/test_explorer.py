@@ -24,6 +24,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from ray import serve
 from redis.asyncio import Redis
 
+from cluster.auth import hash_key
 from cluster.local import APP_NAME, LocalCluster
 from cluster.store import BudgetLedger, KeySpace, NodeDraft, ThoughtNode, TreeMeta, TreeStore
 from cluster.store.tree_index import TreeIndex
@@ -198,21 +199,22 @@ def tenants_url(cluster: LocalCluster) -> Iterator[str]:
     config = cluster.config.with_overrides(
         {
             "auth": {
-                "tenants": {name: {"api_key": key} for name, key in KEYS.items()},
-                "ops_api_keys": [OPS_KEY],
+                "tenants": {name: {"api_key_sha256": hash_key(key)} for name, key in KEYS.items()},
+                "ops": {"ops": {"api_key_sha256": hash_key(OPS_KEY)}},
             }
         }
     )
     handles = [
-        serve.get_deployment_handle(name, APP_NAME) for name in ("Planner", "BranchGenerator", "Verifier")
+        serve.get_deployment_handle(name, APP_NAME)
+        for name in ("Planner", "BranchGenerator", "Verifier", "JobRunner")
     ]
     # A sliver of a CPU: the session's cluster has two, and its own replicas hold most of them.
     gateway = Gateway.options(ray_actor_options={"num_cpus": 0.1}).bind(config, *handles)  # type: ignore[attr-defined]
-    serve.run(gateway, name=TENANTS_APP, route_prefix=TENANTS_PREFIX)
     try:
+        serve.run(gateway, name=TENANTS_APP, route_prefix=TENANTS_PREFIX)
         yield f"{cluster.url}{TENANTS_PREFIX}"
     finally:
-        serve.delete(TENANTS_APP)
+        serve.delete(TENANTS_APP)  # also after a failed deploy: other tests' gRPC calls name no app
 
 
 async def write_tree(redis_url: str, tree_id: str, owner: str, size: int) -> list[str]:

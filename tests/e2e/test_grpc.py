@@ -15,6 +15,7 @@ import psutil
 import pytest
 from ray import serve
 
+from cluster.auth import hash_key
 from cluster.local import APP_NAME, LocalCluster
 from cluster.rpc import reasoning_pb2 as pb
 from cluster.rpc.reasoning_pb2_grpc import ReasoningStub
@@ -41,7 +42,7 @@ def stub(cluster: LocalCluster) -> Iterator[ReasoningStub]:
 @pytest.fixture(scope="module")
 def keyed_app(cluster: LocalCluster) -> Iterator[str]:
     config = cluster.config.with_overrides(
-        {"auth": {"tenants": {"acme": {"api_key": KEY, "max_effort": "low"}}}}
+        {"auth": {"tenants": {"acme": {"api_key_sha256": hash_key(KEY), "max_effort": "low"}}}}
     )
     workers = [
         serve.get_deployment_handle(name, APP_NAME)
@@ -139,7 +140,9 @@ def test_a_client_deadline_cancels_the_search(stub: ReasoningStub, cluster: Loca
     assert tree["budget"]["reserved"]["tokens"] == 0
 
     def cancelled() -> pb.ReasonResponse | None:
-        response = stub.GetResponse(pb.ResponseRequest(id=f"resp_{request_id}"), metadata=MAIN, timeout=30)
+        # The response is named by the tree, whose id is the request id in the caller's namespace.
+        response_id = f"resp_{tree['meta']['tree_id']}"
+        response = stub.GetResponse(pb.ResponseRequest(id=response_id), metadata=MAIN, timeout=30)
         return response if response.status == "cancelled" else None
 
     _wait_for("the response to say so", cancelled)

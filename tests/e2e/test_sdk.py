@@ -12,7 +12,9 @@ from typing import Any
 import httpx
 import pytest
 
+from cluster.auth import scoped_tree_id
 from cluster.client import AsyncReasoningClient, ReasoningClient, ReasoningError
+from cluster.config import ANONYMOUS
 from cluster.local import LocalCluster
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -43,7 +45,8 @@ def test_respond_and_a_retry_with_its_request_id(client: ReasoningClient, cluste
     request_id = f"sdk-{uuid.uuid4().hex[:12]}"
     options: dict[str, Any] = {"effort": "none", "max_output_tokens": 32, "request_id": request_id}
     first = client.respond(QUESTION, timeout_s=120, **options)
-    assert first.done and first.answer.strip() and first.tree_id == request_id
+    # The tree's id is the request id in the caller's own namespace (docs/security.md).
+    assert first.done and first.answer.strip() and first.tree_id == scoped_tree_id(ANONYMOUS, request_id)
     assert first.usage is not None and first.usage.reasoning_tokens == _spent(cluster, first.tree_id) > 0
     # The same request again (a retry): the same response, not a second search.
     again = client.respond(QUESTION, timeout_s=120, **options)

@@ -261,7 +261,7 @@ def test_health_details_are_for_ops_only(http: httpx.Client) -> None:
         body = http.get("/healthz", headers=auth(who) if who else {}).json()
         assert body == {"status": "ok"}
     detailed = http.get("/healthz", headers=auth("ops")).json()
-    assert set(detailed["checks"]) == {"redis", "planner", "branch_generator", "verifier"}
+    assert set(detailed["checks"]) == {"redis", "planner", "branch_generator", "verifier", "job_runner"}
 
 
 def test_property_sweep_of_the_api_schema_finds_no_5xx(http: httpx.Client) -> None:

@@ -27,7 +27,7 @@ def spans_of(collector: Collector, tree_id: str) -> list[ReceivedSpan]:
 def test_a_request_is_one_trace_across_every_deployment(
     cluster: LocalCluster, trace_collector: Collector
 ) -> None:
-    tree_id = f"traced-{uuid.uuid4().hex[:12]}"
+    request_id = f"traced-{uuid.uuid4().hex[:12]}"
     response = httpx.post(
         f"{cluster.url}/v1/chat/completions",
         json={
@@ -37,10 +37,12 @@ def test_a_request_is_one_trace_across_every_deployment(
             "task": "game24",
             "max_completion_tokens": 120,
         },
-        headers={"X-Request-Id": tree_id},
+        headers={"X-Request-Id": request_id},
         timeout=300,
     )
     assert response.status_code == 200, response.text
+    # Spans carry the tree's id: the request id in the caller's namespace, as the response says.
+    tree_id = response.json()["reasoning"]["tree_id"]
     tree = httpx.get(f"{cluster.url}/v1/trees/{tree_id}", timeout=30).json()
     spent = tree["budget"]["spent"]["tokens"]
     assert spent == response.json()["usage"]["completion_tokens"]
