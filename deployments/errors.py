@@ -73,6 +73,12 @@ def api_error(exc: BaseException, tree_id: str) -> ApiError:
     )
 
 
+def internal_error() -> ApiError:
+    """What a client learns of an error nobody expected: nothing of the inside (the caller logs
+    it with its traceback)."""
+    return ApiError(500, "internal error", type="server_error")
+
+
 def _unavailable(message: str) -> ApiError:
     return ApiError(
         503,
@@ -112,15 +118,14 @@ class GeneratorWatch:
             raise _unavailable("no engine is running right now (one is starting); retry shortly")
 
     def _any_running(self) -> bool:
-        return running_replicas(self._app, self._deployment) > 0
+        return replica_states(self._app, self._deployment).get("RUNNING", 0) > 0
 
 
-def running_replicas(app: str, deployment: str) -> int:
-    """How many replicas of a deployment Serve's controller reports RUNNING (none while the
-    application or the deployment is not deployed)."""
+def replica_states(app: str, deployment: str) -> dict[str, int]:
+    """How many replicas of a deployment Serve's controller reports in each state (`RUNNING`,
+    `STARTING`, ...); none while the application or the deployment is not deployed."""
     application = serve.status().applications.get(app)
     status = application.deployments.get(deployment) if application else None
     if status is None:
-        return 0
-    states = {str(getattr(state, "value", state)): count for state, count in status.replica_states.items()}
-    return states.get("RUNNING", 0)
+        return {}
+    return {str(getattr(state, "value", state)): count for state, count in status.replica_states.items()}

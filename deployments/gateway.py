@@ -50,7 +50,7 @@ from cluster.streaming import SSE_DONE, ChunkStream, sse
 from cluster.tasks import InvalidProblem, pose
 from cluster.tracing import Tracer, current_ids
 from cluster.types import ChatMessage, Effort, SolveRequest, SolveResult
-from deployments.errors import GeneratorWatch, api_error
+from deployments.errors import GeneratorWatch, api_error, internal_error
 from deployments.explorer import list_trees, mount_ui
 from deployments.intake import (
     Prepared,
@@ -126,7 +126,7 @@ async def _back_pressure(_: Request, exc: BackPressureError) -> JSONResponse:
 async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
     # Logged with its traceback for operators; the client gets no detail of the inside.
     logger.error("unhandled %s in the gateway", type(exc).__name__, exc_info=exc)
-    return JSONResponse(ApiError(500, "internal error", type="server_error").body(), status_code=500)
+    return JSONResponse(internal_error().body(), status_code=500)
 
 
 def _unavailable(message: str) -> JSONResponse:

@@ -32,6 +32,7 @@ from cluster.rpc import reasoning_pb2 as pb
 from cluster.rpc.messages import grpc_code, progress_message, request_body, response_message, tree_message
 from cluster.store import TreeStore
 from cluster.store.jobs import JobRecord
+from deployments.errors import internal_error
 from deployments.jobs import fail_if_orphaned
 from deployments.responses import ResponsesApi
 
@@ -173,7 +174,7 @@ def _errors_as_status(grpc_context: RayServegRPCContext) -> Iterator[None]:
         raise
     except Exception as exc:
         logger.error("unhandled %s in a gRPC call", type(exc).__name__, exc_info=exc)
-        _abort(grpc_context, ApiError(500, "internal error", type="server_error"))
+        _abort(grpc_context, internal_error())
 
 
 def _abort(grpc_context: RayServegRPCContext, exc: ApiError) -> NoReturn:

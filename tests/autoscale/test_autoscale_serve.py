@@ -22,11 +22,12 @@ import pytest
 
 from cluster.auth import hash_key
 from cluster.local import APP_NAME, LocalCluster
+from deployments.errors import replica_states
+from deployments.workers import GENERATOR_DEPLOYMENT
 from tests.plumbing import plumbing_config
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-GENERATOR = "BranchGenerator"
 KEYS = {"burst": "key-burst", "capped": "key-capped"}
 # Waves of high requests the burst test sends at most while the second engine starts.
 MAX_WAVES = 6
@@ -118,10 +119,7 @@ def _in_parallel(calls: list[Any]) -> list[httpx.Response]:
 
 
 def _generator_replicas() -> dict[str, int]:
-    from ray import serve
-
-    status = serve.status().applications[APP_NAME].deployments[GENERATOR]
-    return {str(getattr(state, "value", state)): count for state, count in status.replica_states.items()}
+    return replica_states(APP_NAME, GENERATOR_DEPLOYMENT)
 
 
 def test_tenant_ceiling_degrades_then_rejects_with_retry_after(cluster: LocalCluster) -> None:

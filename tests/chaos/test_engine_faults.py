@@ -22,7 +22,7 @@ from ray._private import state as ray_state
 
 from cluster.auth import hash_key
 from cluster.local import APP_NAME, LocalCluster
-from deployments.errors import running_replicas
+from deployments.errors import replica_states
 from deployments.workers import GENERATOR_DEPLOYMENT
 from tests.e2e.conftest import free_port
 from tests.plumbing import plumbing_config
@@ -174,7 +174,7 @@ def test_without_any_engine_requests_get_a_quick_503_then_the_cluster_recovers(c
 def wait_for_running_generators(count: int, timeout_s: float = 60) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if running_replicas(APP_NAME, GENERATOR_DEPLOYMENT) == count:
+        if replica_states(APP_NAME, GENERATOR_DEPLOYMENT).get("RUNNING", 0) == count:
             return
         time.sleep(0.2)
     raise AssertionError(f"Serve never reported {count} running branch-generators")
